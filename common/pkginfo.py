@@ -1,0 +1,99 @@
+"""Read name, version, source and arch from a local .deb or .rpm file.
+
+The fields come from the package itself (python-apt's ``apt_inst`` for
+debs, the ``rpm`` module for rpms), never from its file name, which anyone
+can rename.  The ``filename`` of the resulting Artifact is the canonical
+name rebuilders use in their links.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from .errors import PackageError
+from .model import Artifact
+
+
+def file_digests(path: Path) -> tuple[str, str]:
+    """sha256 and sha512 of a file, read once in 1 MiB blocks."""
+    h256, h512 = hashlib.sha256(), hashlib.sha512()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h256.update(block)
+                h512.update(block)
+    except OSError as e:
+        raise PackageError(f"{path}: cannot read: {e.strerror or e}") from None
+    return h256.hexdigest(), h512.hexdigest()
+
+
+def _magic(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8)
+    except OSError as e:
+        raise PackageError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def read_deb(path: Path, repo: str | None = None) -> Artifact:
+    if _magic(path) != b"!<arch>\n":
+        raise PackageError(f"{path}: not a Debian package (no ar archive header)")
+    try:
+        import apt_inst
+        import apt_pkg
+
+        control = apt_pkg.TagSection(apt_inst.DebFile(str(path)).control.extractdata("control"))
+        name, version, arch = control["Package"], control["Version"], control["Architecture"]
+        source_field = control.get("Source", "") or name
+    except (SystemError, LookupError, KeyError, ValueError) as e:
+        raise PackageError(f"{path}: not a readable Debian package: {e}") from None
+    source = source_field.split("(", 1)[0].strip() or name
+    upstream = version.split(":", 1)[1] if ":" in version else version
+    sha256, sha512 = file_digests(path)
+    return Artifact(filename=f"{name}_{upstream}_{arch}.deb", sha256=sha256, sha512=sha512, name=name,
+                    source=source, version=version, arch=arch, repo=repo)
+
+
+def read_rpm(path: Path, repo: str | None = None) -> Artifact:
+    if _magic(path)[:4] != b"\xed\xab\xee\xdb":
+        raise PackageError(f"{path}: not an RPM package (no rpm lead)")
+    try:
+        import rpm
+
+        ts = rpm.TransactionSet()
+        ts.setVSFlags(rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS)
+        with open(path, "rb") as f:
+            hdr = ts.hdrFromFdno(f.fileno())
+        name, version, release, arch = (str(hdr[t]) for t in (rpm.RPMTAG_NAME, rpm.RPMTAG_VERSION,
+                                                                   rpm.RPMTAG_RELEASE, rpm.RPMTAG_ARCH))
+        epoch = hdr[rpm.RPMTAG_EPOCH]
+        sourcerpm = hdr[rpm.RPMTAG_SOURCERPM] or ""
+    except (rpm.error, OSError, KeyError, ValueError) as e:
+        raise PackageError(f"{path}: not a readable RPM package: {e}") from None
+    full = f"{version}-{release}"
+    source = sourcerpm_name(str(sourcerpm)) or name
+    sha256, sha512 = file_digests(path)
+    return Artifact(filename=f"{name}-{full}.{arch}.rpm", sha256=sha256, sha512=sha512, name=name,
+                    source=source, version=f"{epoch}:{full}" if epoch not in (None, "", 0) else full,
+                    arch=arch, repo=repo)
+
+
+def sourcerpm_name(sourcerpm: str) -> str | None:
+    """``foo-bar-1.0-1.fc40.src.rpm`` -> ``foo-bar`` (name is all but the last two dashes)."""
+    if not sourcerpm.endswith(".src.rpm"):
+        return None
+    parts = sourcerpm[: -len(".src.rpm")].rsplit("-", 2)
+    return parts[0] if len(parts) == 3 and parts[0] else None
+
+
+def read_package(path: Path, repo: str | None = None) -> Artifact:
+    """An Artifact for a local .deb or .rpm, by content (not by file name)."""
+    magic = _magic(path)
+    if magic == b"!<arch>\n":
+        return read_deb(path, repo)
+    if magic[:4] == b"\xed\xab\xee\xdb":
+        return read_rpm(path, repo)
+    kind = "Debian package" if path.name.endswith(".deb") else "RPM package" if path.name.endswith(".rpm") \
+        else "Debian or RPM package"
+    raise PackageError(f"{path}: not a {kind} (use --artifact NAME --sha256 HEX for other files)")

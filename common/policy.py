@@ -1,0 +1,433 @@
+"""The admin's policy file: load, validate, and resolve it per artifact.
+
+One TOML file (``/etc/rebuildgate/policy.toml``) is shared by the apt and dnf
+front ends and the ``rebuildgate`` command.  Validation is strict because a
+typo in a trust policy must never silently weaken it: unknown keys, wrong
+types and impossible thresholds are errors that name the file and the key
+(:class:`~rebuildgate.errors.ConfigError`, exit status 2).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fnmatch
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .decide import Rule
+from .errors import ConfigError
+from .model import Artifact
+
+DEFAULT_POLICY = Path("/etc/rebuildgate/policy.toml")
+POLICY_ENV = "REBUILDGATE_POLICY"
+
+LAYOUTS = ("package-rebuilder", "rebuilderd", "template")
+MODES = ("enforce", "audit")
+URL_SCHEMES = ("http://", "https://", "file://")
+TEMPLATE_FIELDS = ("url", "source", "name", "version", "upstream_version", "arch", "filename", "sha256")
+
+
+@dataclass(frozen=True)
+class Rebuilder:
+    """One rebuilder the admin trusts, and how to reach its evidence."""
+
+    name: str
+    url: str
+    layout: str = "package-rebuilder"
+    url_template: str | None = None
+    keys: tuple[Path, ...] = ()
+    gpg_keys: tuple[str, ...] = ()
+    gpg_keyring: Path | None = None
+    operator: str = ""  # defaults to the name
+
+    @property
+    def identity(self) -> str:
+        return self.operator or self.name
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    """Limits that keep a slow or hostile rebuilder from costing more than its vote."""
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0
+    deadline: float = 30.0
+    max_bytes: int = 8 * 1024 * 1024
+    max_workers: int = 16
+    proxy: str | None = None  # explicit proxy; None = the package manager's
+    cache_dir: Path | None = Path("/var/cache/rebuildgate")
+    cache_ttl: int = 3600
+
+
+@dataclass(frozen=True)
+class RepositoryRule:
+    """Per-repository overrides; the first rule whose pattern matches wins."""
+
+    name: str
+    match: tuple[str, ...]
+    gate: bool = True
+    threshold: int | None = None
+    max_conflicts: int | None = None
+    mode: str | None = None
+    rebuilders: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class AllowEntry:
+    """A package the admin lets through without enough votes, until ``expires``."""
+
+    package: str  # fnmatch pattern on the package name
+    version: str | None  # fnmatch pattern on the version, None = any
+    expires: _dt.date
+    reason: str
+
+    def matches(self, artifact: Artifact, today: _dt.date) -> bool:
+        if today > self.expires:
+            return False
+        name = artifact.name or artifact.filename
+        if not fnmatch.fnmatchcase(name, self.package):
+            return False
+        return self.version is None or fnmatch.fnmatchcase(artifact.version or "", self.version)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The rule and the rebuilders that apply to one artifact."""
+
+    rule: Rule
+    rebuilders: tuple[Rebuilder, ...]
+    repository: str | None  # name of the matching [[repository]] rule
+
+
+@dataclass(frozen=True)
+class Policy:
+    path: Path
+    threshold: int
+    max_conflicts: int
+    mode: str
+    rebuilders: tuple[Rebuilder, ...]
+    repositories: tuple[RepositoryRule, ...] = ()
+    gate_unlisted: bool = True
+    allow: tuple[AllowEntry, ...] = ()
+    fetch: FetchSettings = field(default_factory=FetchSettings)
+    log: Path | None = None
+    halt: Mapping[str, Any] | None = None  # validated by rebuildgate.halt
+
+    def resolve(self, artifact: Artifact, today: _dt.date | None = None) -> Resolution:
+        """Which rule governs *artifact*: its repository's, or the global one."""
+        today = today or _dt.date.today()
+        repo_rule = None
+        for rule in self.repositories:
+            if artifact.repo and any(fnmatch.fnmatchcase(artifact.repo, p) for p in rule.match):
+                repo_rule = rule
+                break
+        gated = repo_rule.gate if repo_rule else self.gate_unlisted
+        rebuilders = self.rebuilders
+        threshold, max_conflicts, mode = self.threshold, self.max_conflicts, self.mode
+        if repo_rule:
+            if repo_rule.rebuilders is not None:
+                wanted = set(repo_rule.rebuilders)
+                rebuilders = tuple(r for r in self.rebuilders if r.name in wanted)
+            threshold = repo_rule.threshold if repo_rule.threshold is not None else threshold
+            max_conflicts = repo_rule.max_conflicts if repo_rule.max_conflicts is not None else max_conflicts
+            mode = repo_rule.mode or mode
+        allowed = next((a for a in self.allow if a.matches(artifact, today)), None)
+        rule = Rule(
+            threshold=threshold,
+            max_conflicts=max_conflicts,
+            mode=mode,
+            operators={r.name: r.identity for r in rebuilders},
+            gated=gated,
+            allowlisted=(f"{allowed.package} until {allowed.expires}: {allowed.reason}" if allowed else None),
+        )
+        return Resolution(rule, rebuilders if gated else (), repo_rule.name if repo_rule else None)
+
+    def describe(self) -> list[str]:
+        """Plain-words lines for ``rebuildgate check-config``."""
+        lines = [f"policy {self.path}", f"mode: {self.mode}" + (
+            " (blocks nothing; logs what would be blocked)" if self.mode == "audit" else " (blocks what fails)")]
+        ops = len({r.identity for r in self.rebuilders})
+        lines.append(f"a package needs {self.threshold} of {ops} independent rebuilder operators to agree, "
+                     f"with at most {self.max_conflicts} conflicting")
+        for r in self.rebuilders:
+            keys = [str(k) for k in r.keys] + [f"OpenPGP {fp}" for fp in r.gpg_keys]
+            op = f", operator {r.operator}" if r.operator else ""
+            lines.append(f"  rebuilder {r.name}{op}: {r.url} ({r.layout}); keys: {', '.join(keys)}")
+        for rr in self.repositories:
+            if not rr.gate:
+                lines.append(f"repository {rr.name} ({', '.join(rr.match)}): not gated")
+                continue
+            lines.append(
+                f"repository {rr.name} ({', '.join(rr.match)}): gated, threshold "
+                f"{rr.threshold if rr.threshold is not None else self.threshold}, max_conflicts "
+                f"{rr.max_conflicts if rr.max_conflicts is not None else self.max_conflicts}, mode "
+                f"{rr.mode or self.mode}"
+                + (f", rebuilders {', '.join(rr.rebuilders)}" if rr.rebuilders is not None else ""))
+        lines.append("other repositories: " + ("gated by the global rule" if self.gate_unlisted else "not gated"))
+        for a in self.allow:
+            lines.append(f"allowlist: {a.package} {a.version or '(any version)'} until {a.expires}: {a.reason}")
+        f = self.fetch
+        lines.append(f"fetch: connect {f.connect_timeout}s, read {f.read_timeout}s, deadline {f.deadline}s, "
+                     f"max {f.max_bytes} bytes, proxy {f.proxy or 'from the package manager/environment'}, "
+                     f"cache {f.cache_dir or 'off'}")
+        if self.halt:
+            lines.append(f"halt feeds: {', '.join(self.halt.get('feeds', []))}")
+        return lines
+
+
+def policy_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``--policy``, else ``$REBUILDGATE_POLICY``, else ``/etc/rebuildgate/policy.toml``."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(POLICY_ENV)
+    return Path(env) if env else DEFAULT_POLICY
+
+
+def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
+    """Read and validate the policy file; raise ConfigError naming file and key."""
+    p = policy_path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(p, None, "policy file does not exist (write one, or pass --policy)") from None
+    except OSError as e:
+        raise ConfigError(p, None, f"cannot read policy file: {e.strerror or e}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(p, None, f"not UTF-8 text: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(p, None, f"not valid TOML: {e}") from None
+    return parse_policy(data, p)
+
+
+class _Reader:
+    """Typed access to one TOML table, reporting errors with their key path."""
+
+    def __init__(self, path: Path, table: Any, where: str) -> None:
+        self.path, self.where = path, where
+        if not isinstance(table, dict):
+            raise ConfigError(path, where or None, f"must be a table, not {_tname(table)}")
+        self.table = table
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def error(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.path, self.key(name), problem)
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
+        self.used.add(name)
+        if name not in self.table:
+            if required:
+                raise self.error(name, "is required")
+            return default
+        value = self.table[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # bool is an int in Python; a threshold of `true` is a typo, not 1.
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.error(name, f"must be {_kinds(kinds)}, not a boolean")
+        if not isinstance(value, kinds):
+            raise self.error(name, f"must be {_kinds(kinds)}, not {_tname(value)}")
+        return value
+
+    def string(self, name: str, default: str | None = None, required: bool = False,
+               choices: tuple[str, ...] | None = None) -> Any:
+        value = self.get(name, str, default, required)
+        if value is None:
+            return None
+        if required and not value.strip():
+            raise self.error(name, "must not be empty")
+        if choices and value not in choices:
+            raise self.error(name, f"must be one of {', '.join(repr(c) for c in choices)}, not {value!r}")
+        return value
+
+    def integer(self, name: str, default: int | None = None, minimum: int | None = 0,
+                required: bool = False) -> Any:
+        value = self.get(name, int, default, required)
+        if value is not None and minimum is not None and value < minimum:
+            raise self.error(name, f"must be at least {minimum}, not {value}")
+        return value
+
+    def number(self, name: str, default: float, minimum: float = 0.0) -> float:
+        value = self.get(name, (int, float), default)
+        if not value > minimum:
+            raise self.error(name, f"must be greater than {minimum}, not {value}")
+        return float(value)
+
+    def strings(self, name: str, default: tuple[str, ...] | None = ()) -> Any:
+        value = self.get(name, (list, str), None)
+        if value is None:
+            return default
+        if isinstance(value, str):
+            value = [value]
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item:
+                raise self.error(name, f"item {i} must be a non-empty string, not {_tname(item)}")
+        return tuple(value)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise self.error(unknown[0], "unknown key (check its spelling in the README's policy reference)")
+
+
+def _tname(value: Any) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list",
+            dict: "a table", _dt.date: "a date", _dt.datetime: "a date-time"}.get(type(value), type(value).__name__)
+
+
+def _kinds(kinds: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
+             dict: "a table", _dt.date: "a date (YYYY-MM-DD)"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _file(top: _Reader, r: _Reader, name: str, value: str) -> Path:
+    path = Path(value)
+    if not path.is_absolute():
+        path = top.path.parent / path
+    if not path.is_file():
+        raise r.error(name, f"key file {path} does not exist or is not a file")
+    if not os.access(path, os.R_OK):
+        raise r.error(name, f"key file {path} is not readable")
+    return path
+
+
+def _rebuilder(top: _Reader, table: Any, index: int) -> Rebuilder:
+    r = _Reader(top.path, table, f"rebuilder[{index}]")
+    name = r.string("name", required=True)
+    r.where = f"rebuilder[{index}] ({name})"
+    url = r.string("url", required=True).rstrip("/")
+    if not url.startswith(URL_SCHEMES):
+        raise r.error("url", f"must start with http://, https:// or file://, not {url!r}")
+    layout = r.string("layout", "package-rebuilder", choices=LAYOUTS)
+    template = r.string("url_template")
+    if layout == "template":
+        if not template:
+            raise r.error("url_template", 'is required with layout = "template"')
+        try:
+            template.format(**{f: "x" for f in TEMPLATE_FIELDS})
+        except (KeyError, IndexError, ValueError) as e:
+            raise r.error("url_template", f"unknown or broken placeholder {e}; use "
+                          + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)) from None
+    elif template:
+        raise r.error("url_template", 'is only used with layout = "template"')
+    keys = tuple(_file(top, r, "keys", k) for k in r.strings("keys"))
+    gpg_keys = tuple(fp.replace(" ", "").upper() for fp in r.strings("gpg_keys"))
+    for fp in gpg_keys:
+        if len(fp) != 40 or any(c not in "0123456789ABCDEF" for c in fp):
+            raise r.error("gpg_keys", f"{fp!r} is not a 40-hex-digit OpenPGP fingerprint")
+    keyring_value = r.string("gpg_keyring")
+    keyring = _file(top, r, "gpg_keyring", keyring_value) if keyring_value else None
+    if gpg_keys and keyring is None:
+        raise r.error("gpg_keyring", "is required when gpg_keys is set (the keyring holding those keys)")
+    if keyring is not None and not gpg_keys:
+        raise r.error("gpg_keys", "is required when gpg_keyring is set (which keys of it to trust)")
+    if not keys and not gpg_keys:
+        raise r.error("keys", "a rebuilder needs at least one key (keys = [PEM files] or gpg_keys + gpg_keyring)")
+    operator = r.string("operator", "")
+    r.finish()
+    return Rebuilder(name, url, layout, template, keys, gpg_keys, keyring, operator)
+
+
+def _check_threshold(r: _Reader, threshold: int, rebuilders: tuple[Rebuilder, ...]) -> None:
+    operators = len({rb.identity for rb in rebuilders})
+    if threshold > operators:
+        raise r.error("threshold", f"is {threshold} but only {operators} independent rebuilder "
+                      "operator(s) are configured, so nothing could ever be accepted")
+
+
+def parse_policy(data: Mapping[str, Any], path: Path) -> Policy:
+    """Validate parsed TOML *data* from *path* into a :class:`Policy`."""
+    top = _Reader(path, dict(data), "")
+    threshold = top.integer("threshold", required=True, minimum=1)
+    max_conflicts = top.integer("max_conflicts", 0, minimum=0)
+    mode = top.string("mode", "enforce", choices=MODES)
+    gate_unlisted = top.get("gate_unlisted", bool, True)
+    log_value = top.string("log")
+
+    tables = top.get("rebuilder", list, required=True)
+    if not tables:
+        raise top.error("rebuilder", "at least one [[rebuilder]] is required")
+    rebuilders = tuple(_rebuilder(top, t, i) for i, t in enumerate(tables))
+    seen: set[str] = set()
+    for i, rb in enumerate(rebuilders):
+        if rb.name in seen:
+            raise ConfigError(path, f"rebuilder[{i}].name", f"{rb.name!r} is used by two rebuilders")
+        seen.add(rb.name)
+    _check_threshold(top, threshold, rebuilders)
+
+    repositories = []
+    for i, t in enumerate(top.get("repository", list, [])):
+        r = _Reader(path, t, f"repository[{i}]")
+        name = r.string("name", f"#{i}")
+        match = r.strings("match", None)
+        if not match:
+            raise r.error("match", "is required: patterns for the repositories this rule covers")
+        gate = r.get("gate", bool, True)
+        rb_names = r.strings("rebuilders", None)
+        for n in rb_names or ():
+            if n not in seen:
+                raise r.error("rebuilders", f"names rebuilder {n!r}, which no [[rebuilder]] defines")
+        rr = RepositoryRule(
+            name=name, match=match, gate=gate,
+            threshold=r.integer("threshold", None, minimum=1),
+            max_conflicts=r.integer("max_conflicts", None, minimum=0),
+            mode=r.string("mode", None, choices=MODES),
+            rebuilders=rb_names,
+        )
+        if gate:
+            subset = tuple(rb for rb in rebuilders if rb_names is None or rb.name in rb_names)
+            if not subset:
+                raise r.error("rebuilders", "a gated repository needs at least one rebuilder")
+            _check_threshold(r, rr.threshold if rr.threshold is not None else threshold, subset)
+        r.finish()
+        repositories.append(rr)
+
+    allow = []
+    for i, t in enumerate(top.get("allow", list, [])):
+        r = _Reader(path, t, f"allow[{i}]")
+        expires = r.get("expires", _dt.date, required=True)
+        if isinstance(expires, _dt.datetime):
+            expires = expires.date()
+        allow.append(AllowEntry(
+            package=r.string("package", required=True),
+            version=r.string("version"),
+            expires=expires,
+            reason=r.string("reason", required=True),
+        ))
+        r.finish()
+
+    fetch = FetchSettings()
+    if "fetch" in data:
+        top.used.add("fetch")
+        f = _Reader(path, data["fetch"], "fetch")
+        cache_dir = f.string("cache_dir", str(fetch.cache_dir))
+        proxy = f.string("proxy")
+        if proxy and not proxy.startswith(("http://", "https://", "socks5://", "socks5h://")):
+            raise f.error("proxy", f"must be an http://, https:// or socks5:// URL, not {proxy!r}")
+        fetch = FetchSettings(
+            connect_timeout=f.number("connect_timeout", fetch.connect_timeout),
+            read_timeout=f.number("read_timeout", fetch.read_timeout),
+            deadline=f.number("deadline", fetch.deadline),
+            max_bytes=f.integer("max_bytes", fetch.max_bytes, minimum=1024),
+            max_workers=f.integer("max_workers", fetch.max_workers, minimum=1),
+            proxy=proxy or None,
+            cache_dir=Path(cache_dir) if cache_dir else None,
+            cache_ttl=f.integer("cache_ttl", fetch.cache_ttl, minimum=0),
+        )
+        f.finish()
+
+    halt = top.get("halt", dict, None)
+    top.finish()
+    policy = Policy(
+        path=path, threshold=threshold, max_conflicts=max_conflicts, mode=mode,
+        rebuilders=rebuilders, repositories=tuple(repositories), gate_unlisted=gate_unlisted,
+        allow=tuple(allow), fetch=fetch, log=Path(log_value) if log_value else None, halt=halt,
+    )
+    return policy

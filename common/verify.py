@@ -1,0 +1,155 @@
+"""Verification of whole transactions: the API the front ends call.
+
+:class:`Verifier` loads the policy's keys once, then verifies artifacts in
+parallel across packages and rebuilders.  apt calls :meth:`Verifier.submit`
+as soon as it queues a download, so evidence is fetched while the package
+downloads; dnf and the CLI call :meth:`Verifier.verify_many` for a whole
+transaction.  Nothing here raises for a per-package problem: each becomes
+part of a blocking :class:`~rebuildgate.decide.Verdict` (fail closed).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .decide import Rule, Verdict, decide, failed
+from .errors import EvidenceError, EvidenceMissing, FetchError
+from .evidence import KeySet, load_keyset, verify_document
+from .fetch import EvidenceSource, make_transport
+from .model import Artifact, Problem, RebuilderReport, SignedLink
+from .policy import Policy, Rebuilder
+
+log = logging.getLogger("rebuildgate")
+
+DEFAULT_LOG = Path("/var/log/rebuildgate/decisions.log")
+
+
+class PendingVerdict:
+    """A verdict being computed; :meth:`result` waits for it (bounded)."""
+
+    def __init__(self, verifier: "Verifier", artifact: Artifact, rule: Rule,
+                 jobs: list[tuple[str, Future[RebuilderReport]]], deadline: float) -> None:
+        self._verifier = verifier
+        self.artifact = artifact
+        self._rule = rule
+        self._jobs = jobs
+        self._deadline = deadline
+        self._verdict: Verdict | None = None
+        self._lock = threading.Lock()
+
+    def done(self) -> bool:
+        return self._verdict is not None or all(f.done() for _, f in self._jobs)
+
+    def result(self) -> Verdict:
+        with self._lock:
+            if self._verdict is None:
+                wait([f for _, f in self._jobs], timeout=max(self._deadline - time.monotonic(), 0) + 1.0)
+                reports = []
+                for name, fut in self._jobs:
+                    if not fut.done():
+                        fut.cancel()
+                        reports.append(RebuilderReport(name, (), (Problem(
+                            "timeout", f"no answer within the deadline of {self._verifier.policy.fetch.deadline:g}s"),)))
+                        continue
+                    try:
+                        reports.append(fut.result())
+                    except BaseException as e:  # noqa: BLE001 - a bug costs the vote, never opens the gate
+                        reports.append(RebuilderReport(name, (), (Problem("internal-error", repr(e)),)))
+                self._verdict = self._verifier._finish(decide(self.artifact, self._rule, reports))
+            return self._verdict
+
+
+class Verifier:
+    """Policy + keys + fetcher, reusable for many artifacts.
+
+    Construction loads every key (raises ConfigError on a bad one), so a
+    broken policy is reported before any package is looked at.
+    """
+
+    def __init__(self, policy: Policy, proxy: str | None = None, *,
+                 today: Callable[[], _dt.date] = _dt.date.today,
+                 halts: Callable[[Artifact], tuple] | None = None) -> None:
+        self.policy = policy
+        self.keysets: dict[str, KeySet] = {
+            rb.name: load_keyset(rb, i, policy.path) for i, rb in enumerate(policy.rebuilders)}
+        self.transport = make_transport(policy.fetch, proxy)
+        self.sources = {rb.name: EvidenceSource(rb, self.transport) for rb in policy.rebuilders}
+        self.pool = ThreadPoolExecutor(max_workers=policy.fetch.max_workers, thread_name_prefix="rbg-fetch")
+        self._today = today
+        self._halts = halts
+        self._log_warned = False
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.transport.close()
+
+    def __enter__(self) -> "Verifier":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(self, artifact: Artifact) -> PendingVerdict:
+        """Start verifying *artifact* in the background."""
+        deadline = time.monotonic() + self.policy.fetch.deadline
+        resolution = self.policy.resolve(artifact, self._today())
+        rule = resolution.rule
+        if self._halts is not None:
+            try:
+                rule = Rule(**{**rule.__dict__, "halts": tuple(self._halts(artifact))})
+            except Exception as e:  # noqa: BLE001 - halts unreadable: fail closed
+                pending = PendingVerdict(self, artifact, rule, [], deadline)
+                pending._verdict = self._finish(failed(artifact, rule, Problem("halt-error", str(e))))
+                return pending
+        jobs = [(rb.name, self.pool.submit(self._report, rb, artifact, deadline)) for rb in resolution.rebuilders]
+        return PendingVerdict(self, artifact, rule, jobs, deadline)
+
+    def verify_many(self, artifacts: Sequence[Artifact]) -> list[Verdict]:
+        """Verify a whole transaction; the order of verdicts is the order given."""
+        pending = [self.submit(a) for a in artifacts]
+        return [p.result() for p in pending]
+
+    def _report(self, rebuilder: Rebuilder, artifact: Artifact, deadline: float) -> RebuilderReport:
+        """Fetch and check one rebuilder's evidence for one artifact."""
+        try:
+            documents = self.sources[rebuilder.name].documents(artifact, deadline)
+        except EvidenceMissing as e:
+            return RebuilderReport(rebuilder.name, (), (Problem("missing", str(e)),))
+        except FetchError as e:
+            return RebuilderReport(rebuilder.name, (), (Problem(e.kind, str(e)),))
+        links: list[SignedLink] = []
+        problems: list[Problem] = []
+        for doc in documents:
+            try:
+                links.append(verify_document(doc.body, self.keysets[rebuilder.name], doc.url))
+            except EvidenceError as e:
+                problems.append(Problem(e.kind, f"{e} ({doc.url})"))
+        return RebuilderReport(rebuilder.name, tuple(links), tuple(problems))
+
+    def _finish(self, verdict: Verdict) -> Verdict:
+        """Record the verdict; relaxations are always logged (stderr and file)."""
+        if verdict.relaxed_by and not verdict.accepted:
+            log.warning("rebuildgate: %s", verdict.summary())
+        self._write_log(verdict)
+        return verdict
+
+    def _write_log(self, verdict: Verdict) -> None:
+        path = self.policy.log or DEFAULT_LOG
+        entry = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **verdict.to_json()}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry, sort_keys=True) + "\n")
+        except OSError as e:
+            if not self._log_warned:
+                self._log_warned = True
+                if self.policy.log or os.geteuid() == 0:
+                    log.warning("rebuildgate: cannot write decision log %s: %s", path, e.strerror or e)
