@@ -190,21 +190,29 @@ class Transport:
         raise FetchError(f"{url} redirects more than {MAX_REDIRECTS} times")
 
     def _read_body(self, resp, url: str, deadline: float) -> bytes:
+        """Read the body one socket read at a time, so a trickling peer hits
+        the deadline (a plain ``read(n)`` would wait for all n bytes)."""
         import requests
+        import urllib3
 
+        encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise FetchError(f"{url} sent a {encoding[:20]}-encoded body though none was asked for")
         chunks, size = [], 0
         try:
-            for chunk in resp.iter_content(65536):
+            while True:
+                chunk = resp.raw.read1(65536, decode_content=False)
+                if not chunk:
+                    break
                 size += len(chunk)
                 if size > self.settings.max_bytes:
                     raise FetchError(f"{url} sent more than max_bytes ({self.settings.max_bytes})")
                 if time.monotonic() > deadline:
                     raise FetchError(f"{url} too slow: deadline of {self.settings.deadline:g}s passed mid-body")
                 chunks.append(chunk)
-        except requests.exceptions.RequestException as e:
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
             raise FetchError(f"reading {url} failed: {_short(e)}") from None
         return b"".join(chunks)
-
 
 def _host(url: str) -> str:
     return urlsplit(url).netloc or url[:60]

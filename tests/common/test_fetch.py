@@ -1,0 +1,220 @@
+"""The fetcher against a hostile rebuilder: each fault costs only time-bounded errors."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from rebuildgate.errors import EvidenceMissing, FetchError
+from rebuildgate.fetch import EvidenceSource, Transport, _component
+from rebuildgate.model import Artifact
+from rebuildgate.policy import FetchSettings, Rebuilder
+
+from tests.support.server import Fault
+
+SETTINGS = FetchSettings(connect_timeout=1.0, read_timeout=1.0, deadline=2.0, max_bytes=64 * 1024,
+                         cache_dir=None)
+
+
+@pytest.fixture
+def served(rebuilder_server, tmp_path):
+    server = rebuilder_server()
+    (server.root / "doc").write_bytes(b"evidence")
+    return server
+
+
+def get(url: str, settings: FetchSettings = SETTINGS, proxy: str | None = None) -> bytes:
+    t = Transport(settings, proxy)
+    try:
+        return t.get(url, time.monotonic() + settings.deadline)
+    finally:
+        t.close()
+
+
+def test_plain_get(served) -> None:
+    assert get(f"{served.url}/doc") == b"evidence"
+
+
+def test_404_is_missing_and_500_is_an_error(served) -> None:
+    with pytest.raises(EvidenceMissing):
+        get(f"{served.url}/nothing")
+    served.fault = Fault.status(500)
+    with pytest.raises(FetchError) as e:
+        get(f"{served.url}/doc")
+    assert not isinstance(e.value, EvidenceMissing) and "HTTP 500" in str(e.value)
+
+
+@pytest.mark.parametrize("fault,words", [
+    (Fault.hang(), "did not answer"),
+    (Fault.delay(5), "did not answer"),
+    (Fault.trickle(4, total=1000), "deadline"),
+    (Fault.endless(), "max_bytes"),
+    (Fault.oversized(10 * 1024 * 1024), "max_bytes"),
+])
+def test_slow_or_huge_answers_are_cut_within_the_deadline(served, fault, words) -> None:
+    served.fault = fault
+    start = time.monotonic()
+    with pytest.raises(FetchError) as e:
+        get(f"{served.url}/doc")
+    assert words in str(e.value)
+    assert time.monotonic() - start < SETTINGS.deadline + SETTINGS.read_timeout + 0.5
+
+
+def test_endless_slow_body_is_cut_by_the_deadline(served) -> None:
+    served.fault = Fault.endless(pause=0.3)
+    start = time.monotonic()
+    with pytest.raises(FetchError):
+        get(f"{served.url}/doc", FetchSettings(connect_timeout=1, read_timeout=1, deadline=1.5,
+                                               max_bytes=100 * 1024 * 1024, cache_dir=None))
+    assert time.monotonic() - start < 3.0
+
+
+def test_unreachable_rebuilder() -> None:
+    with pytest.raises(FetchError) as e:
+        get("http://127.0.0.1:9/doc")
+    assert "cannot connect" in str(e.value)
+
+
+def test_redirect_within_host_is_followed(served) -> None:
+    served.faults["/old"] = Fault.redirect("/doc")
+    assert get(f"{served.url}/old") == b"evidence"
+
+
+@pytest.mark.parametrize("location", ["file:///etc/passwd", "http://127.0.0.2:1/doc", "https://127.0.0.1/doc"])
+def test_redirect_to_another_scheme_or_host_is_refused(served, location) -> None:
+    served.faults["/old"] = Fault.redirect(location)
+    with pytest.raises(FetchError) as e:
+        get(f"{served.url}/old")
+    assert "another host or scheme" in str(e.value)
+
+
+def test_redirect_loop_is_bounded(served) -> None:
+    served.faults["/loop"] = Fault.redirect("/loop")
+    with pytest.raises(FetchError) as e:
+        get(f"{served.url}/loop")
+    assert "redirects more than" in str(e.value)
+
+
+def test_proxy_is_used(rebuilder_server, served) -> None:
+    proxy = rebuilder_server()  # answers absolute-form requests as a proxy would
+    (proxy.root / "doc").write_bytes(b"via proxy")
+    assert get("http://rebuilder.invalid/doc", proxy=proxy.url) == b"via proxy"
+    assert proxy.requests == ["http://rebuilder.invalid/doc"]
+    # The policy's own proxy wins over the package manager's.
+    s = FetchSettings(connect_timeout=1, read_timeout=1, deadline=2, cache_dir=None, proxy=proxy.url)
+    assert get("http://rebuilder.invalid/doc", s, proxy="http://127.0.0.1:9") == b"via proxy"
+
+
+def test_concurrent_requests_for_one_url_share_one_fetch(served) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    served.latency = 0.2
+    t = Transport(SETTINGS)
+    with ThreadPoolExecutor(8) as pool:
+        bodies = list(pool.map(lambda _: t.get(f"{served.url}/doc", time.monotonic() + 2), range(8)))
+    assert bodies == [b"evidence"] * 8 and served.requests.count("/doc") == 1
+
+
+def test_file_source_stays_inside_its_directory(tmp_path) -> None:
+    base = tmp_path / "evidence"
+    (base / "sub").mkdir(parents=True)
+    (base / "sub" / "doc").write_bytes(b"local")
+    (tmp_path / "secret").write_bytes(b"outside")
+    (base / "sub" / "escape").symlink_to(tmp_path / "secret")
+    t = Transport(SETTINGS)
+    root = f"file://{base}"
+    assert t.get(f"file://{base}/sub/doc", time.monotonic() + 1, root) == b"local"
+    with pytest.raises(FetchError) as e:
+        t.get(f"file://{base}/sub/escape", time.monotonic() + 1, root)
+    assert "outside the evidence directory" in str(e.value)
+    with pytest.raises(FetchError):
+        t.get(f"file://{base}/../secret", time.monotonic() + 1, root)
+    with pytest.raises(EvidenceMissing):
+        t.get(f"file://{base}/nope", time.monotonic() + 1, root)
+    big = base / "big"
+    big.write_bytes(b"x" * (SETTINGS.max_bytes + 1))
+    with pytest.raises(FetchError) as e:
+        t.get(f"file://{big}", time.monotonic() + 1, root)
+    assert "max_bytes" in str(e.value)
+
+
+@pytest.mark.parametrize("value", ["..", ".", "a/b", "a\\b", "x\x00y", "", None, "a\nb"])
+def test_unsafe_path_components_are_refused(value) -> None:
+    with pytest.raises(FetchError):
+        _component(value, "source")
+
+
+def source(layout: str, url: str = "http://rb.example/base", template: str | None = None) -> EvidenceSource:
+    return EvidenceSource(Rebuilder("rb", url, layout, template, keys=(Path("/k"),)), Transport(SETTINGS))
+
+
+def test_package_rebuilder_urls_use_source_and_drop_epoch() -> None:
+    art = Artifact("libfoo1_1.0+b1~x_amd64.deb", "a" * 64, name="libfoo1", source="foo", version="2:1.0+b1~x",
+                   arch="amd64")
+    assert source("package-rebuilder").urls(art) == ["http://rb.example/base/sources/foo/1.0+b1~x/metadata"]
+    no_source = Artifact("x.deb", "a" * 64, name="x", version="1%2")
+    assert source("package-rebuilder").urls(no_source) == ["http://rb.example/base/sources/x/1%252/metadata"]
+
+
+def test_template_urls() -> None:
+    art = Artifact("foo-1.0-1.noarch.rpm", "AB" * 32, name="foo", source="foo-src", version="3:1.0-1", arch="noarch")
+    s = source("template", template="{url}/{source}/{upstream_version}/{filename}.{sha256}.{arch}.{version}.link")
+    assert s.urls(art) == [f"http://rb.example/base/foo-src/1.0-1/foo-1.0-1.noarch.rpm.{'ab' * 32}.noarch.3%3A1.0-1.link"]
+
+
+def test_rebuilderd_lookup_then_attestations(rebuilder_server) -> None:
+    server = rebuilder_server()
+    server.faults["/api/v1/packages/binary"] = Fault.body(
+        b'{"total": 2, "records": [{"name": "foo", "build_id": 7, "artifact_id": 9},'
+        b' {"name": "other", "build_id": 1, "artifact_id": 1}, {"name": "foo", "build_id": null}]}')
+    path = server.root / "api/v1/builds/7/artifacts/9"
+    path.mkdir(parents=True)
+    (path / "attestation").write_bytes(b"the link")
+    art = Artifact("foo_1:2.0_amd64.deb", "a" * 64, name="foo", version="1:2.0", arch="amd64")
+    docs = source("rebuilderd", server.url).documents(art, time.monotonic() + 2)
+    assert [d.body for d in docs] == [b"the link"]
+    assert server.requests[0] == "/api/v1/packages/binary?name=foo&version=1%3A2.0&architecture=amd64"
+
+
+@pytest.mark.parametrize("body", [b"[]", b'{"records": []}', b'{"records": [{"name": "foo"}]}'])
+def test_rebuilderd_without_records_is_missing(rebuilder_server, body) -> None:
+    server = rebuilder_server()
+    server.faults["/api/v1/packages/binary"] = Fault.body(body)
+    art = Artifact("foo.deb", "a" * 64, name="foo", version="1", arch="all")
+    with pytest.raises(EvidenceMissing):
+        source("rebuilderd", server.url).documents(art, time.monotonic() + 2)
+
+
+@pytest.mark.parametrize("body", [b"<html>", b'{"records": 5}', b'"x"', b"[" * 50000])
+def test_rebuilderd_garbage_is_a_fetch_error(rebuilder_server, body) -> None:
+    server = rebuilder_server()
+    server.faults["/api/v1/packages/binary"] = Fault.body(body)
+    art = Artifact("foo.deb", "a" * 64, name="foo", version="1", arch="all")
+    with pytest.raises(FetchError):
+        source("rebuilderd", server.url).documents(art, time.monotonic() + 2)
+
+
+def test_cache_serves_fresh_bodies_and_never_bad_ones(tmp_path, served) -> None:
+    from rebuildgate.cache import DocumentCache
+    cache = DocumentCache(tmp_path / "cache", ttl=60, max_bytes=1024)
+    t = Transport(SETTINGS, cache=cache)
+    url = f"{served.url}/doc"
+    assert t.get(url, time.monotonic() + 2) == b"evidence"
+    t2 = Transport(SETTINGS, cache=cache)  # a new process: memo empty, cache warm
+    served.fault = Fault.status(500)
+    assert t2.get(url, time.monotonic() + 2) == b"evidence"
+    assert cache.get(url, now=time.time() + 3600) is None  # expired
+    assert cache.get("http://other/doc") is None
+    # A cache file renamed to another URL's slot is not served for it.
+    other = "http://x/other"
+    cache._path(url).rename(cache._path(other))
+    assert cache.get(other) is None
+
+
+def test_cache_in_unwritable_place_is_just_no_cache(tmp_path, served) -> None:
+    from rebuildgate.cache import DocumentCache
+    blocker = tmp_path / "file"
+    blocker.write_text("not a dir")
+    t = Transport(SETTINGS, cache=DocumentCache(blocker / "cache", ttl=60, max_bytes=1024))
+    assert t.get(f"{served.url}/doc", time.monotonic() + 2) == b"evidence"

@@ -1,0 +1,222 @@
+"""Policy loading: every mistake names the file and the key; nothing is ignored."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from rebuildgate.errors import ConfigError
+from rebuildgate.model import Artifact
+from rebuildgate.policy import load_policy, policy_path
+
+from tests.support.policy import RebuilderEntry, write_policy
+
+
+@pytest.fixture
+def key(tmp_keys):
+    return tmp_keys("ed25519").public_pem
+
+
+def rb(name: str, key: Path, **extra) -> RebuilderEntry:
+    return RebuilderEntry(name, f"http://127.0.0.1:9/{name}", [key], extra=extra)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "policy.toml"
+    p.write_text(text)
+    return p
+
+
+def error_of(path: Path) -> ConfigError:
+    with pytest.raises(ConfigError) as e:
+        load_policy(path)
+    assert str(path) in str(e.value)
+    assert "\n" not in str(e.value)
+    return e.value
+
+
+def test_minimal_policy_and_defaults(tmp_path, key) -> None:
+    p = load_policy(write_policy(tmp_path / "p.toml", [rb("a", key)]))
+    assert p.threshold == 1 and p.max_conflicts == 0 and p.mode == "enforce"
+    assert p.rebuilders[0].layout == "package-rebuilder" and p.rebuilders[0].keys == (key,)
+
+
+def test_relative_key_paths_are_relative_to_the_policy(tmp_path, key) -> None:
+    (tmp_path / "k.pem").write_bytes(key.read_bytes())
+    p = load_policy(write(tmp_path, 'threshold = 1\n[[rebuilder]]\nname = "a"\nurl = "file:///x"\nkeys = ["k.pem"]\n'))
+    assert p.rebuilders[0].keys == (tmp_path / "k.pem",)
+
+
+def test_policy_path_precedence(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("REBUILDGATE_POLICY", raising=False)
+    assert policy_path() == Path("/etc/rebuildgate/policy.toml")
+    monkeypatch.setenv("REBUILDGATE_POLICY", str(tmp_path / "env.toml"))
+    assert policy_path() == tmp_path / "env.toml"
+    assert policy_path(tmp_path / "arg.toml") == tmp_path / "arg.toml"
+
+
+def test_missing_file(tmp_path) -> None:
+    e = error_of(tmp_path / "nope.toml")
+    assert "does not exist" in str(e)
+
+
+def test_invalid_toml_says_where(tmp_path) -> None:
+    e = error_of(write(tmp_path, "threshold = = 2\n"))
+    assert "not valid TOML" in str(e) and "line 1" in str(e)
+
+
+BAD_TOP = [
+    ("threshold = 0", "threshold", "at least 1"),
+    ("threshold = -1", "threshold", "at least 1"),
+    ('threshold = "2"', "threshold", "must be an integer"),
+    ("threshold = true", "threshold", "not a boolean"),
+    ("threshold = 3", "threshold", "only 2 independent"),
+    ("threshold = 1\nmax_conflicts = -1", "max_conflicts", "at least 0"),
+    ('threshold = 1\nmode = "permissive"', "mode", "must be one of"),
+    ("threshold = 1\nthreshhold = 2", "threshhold", "unknown key"),
+    ("threshold = 1\ngate_unlisted = 1", "gate_unlisted", "true or false"),
+]
+
+
+@pytest.mark.parametrize("head,key_name,problem", BAD_TOP)
+def test_bad_top_level_keys(tmp_path, key, head, key_name, problem) -> None:
+    body = "".join(f'\n[[rebuilder]]\nname = "{n}"\nurl = "http://h/{n}"\nkeys = ["{key}"]\n' for n in "ab")
+    e = error_of(write(tmp_path, head + "\n" + body))
+    assert e.key == key_name and problem in str(e)
+
+
+def test_threshold_above_operators_counts_operators(tmp_path, key) -> None:
+    path = write_policy(tmp_path / "p.toml", [rb("a", key, operator="org"), rb("b", key, operator="org")],
+                        threshold=2)
+    e = error_of(path)
+    assert e.key == "threshold" and "only 1 independent" in str(e)
+
+
+BAD_REBUILDER = [
+    ({"url": "ftp://x"}, "url", "must start with"),
+    ({"layout": "magic"}, "layout", "must be one of"),
+    ({"layout": "template"}, "url_template", "is required"),
+    ({"layout": "template", "url_template": "{url}/{nope}"}, "url_template", "placeholder"),
+    ({"url_template": "{url}/x"}, "url_template", "only used"),
+    ({"keys": ["/does/not/exist.pem"]}, "keys", "does not exist"),
+    ({"keys": [1]}, "keys", "must be a non-empty string"),
+    ({"keys": []}, "keys", "at least one key"),
+    ({"gpg_keys": ["ABCD"]}, "gpg_keys", "40-hex-digit"),
+    ({"gpg_keys": ["A" * 40]}, "gpg_keyring", "is required"),
+    ({"operator": 3}, "operator", "must be a string"),
+    ({"colour": "red"}, "colour", "unknown key"),
+]
+
+
+@pytest.mark.parametrize("extra,key_name,problem", BAD_REBUILDER)
+def test_bad_rebuilder_keys(tmp_path, key, extra, key_name, problem) -> None:
+    table = {"name": "a", "url": "http://h/a", "keys": [str(key)], **extra}
+    e = error_of(write_policy(tmp_path / "p.toml", [table]))
+    assert e.key == f"rebuilder[0] (a).{key_name}" and problem in str(e)
+
+
+def test_rebuilder_name_required_and_unique(tmp_path, key) -> None:
+    e = error_of(write_policy(tmp_path / "p.toml", [{"url": "http://h", "keys": [str(key)]}]))
+    assert e.key == "rebuilder[0].name"
+    e = error_of(write_policy(tmp_path / "p.toml", [rb("a", key), rb("a", key)]))
+    assert e.key == "rebuilder[1].name" and "used by two" in str(e)
+
+
+def test_no_rebuilders(tmp_path) -> None:
+    assert error_of(write(tmp_path, "threshold = 1\n")).key == "rebuilder"
+    assert error_of(write(tmp_path, "threshold = 1\nrebuilder = []\n")).key == "rebuilder"
+    assert error_of(write(tmp_path, 'threshold = 1\nrebuilder = "x"\n')).key == "rebuilder"
+
+
+def test_unreadable_key_file(tmp_path, key) -> None:
+    key.chmod(0)
+    try:
+        import os
+        if os.geteuid() == 0:  # root reads anything: use a directory instead
+            path = write_policy(tmp_path / "p.toml", [rb("a", tmp_path)])
+            assert "not a file" in str(error_of(path))
+            return
+        assert "not readable" in str(error_of(write_policy(tmp_path / "p.toml", [rb("a", key)])))
+    finally:
+        key.chmod(0o644)
+
+
+@pytest.mark.parametrize("table,key_name,problem", [
+    ({"name": "r"}, "match", "is required"),
+    ({"match": ["x"], "threshold": 0}, "threshold", "at least 1"),
+    ({"match": ["x"], "threshold": 5}, "threshold", "only 2 independent"),
+    ({"match": ["x"], "rebuilders": ["zz"]}, "rebuilders", "no [[rebuilder]] defines"),
+    ({"match": ["x"], "rebuilders": ["a"], "threshold": 2}, "threshold", "only 1 independent"),
+    ({"match": ["x"], "gate": "yes"}, "gate", "true or false"),
+    ({"match": ["x"], "mode": "loud"}, "mode", "must be one of"),
+    ({"match": ["x"], "extra": 1}, "extra", "unknown key"),
+])
+def test_bad_repository_rules(tmp_path, key, table, key_name, problem) -> None:
+    e = error_of(write_policy(tmp_path / "p.toml", [rb("a", key), rb("b", key)], arrays={"repository": [table]}))
+    assert e.key == f"repository[0].{key_name}" and problem in str(e)
+
+
+@pytest.mark.parametrize("table,key_name,problem", [
+    ({"package": "x", "reason": "r"}, "expires", "is required"),
+    ({"package": "x", "reason": "r", "expires": "2030-01-01"}, "expires", "must be a date"),
+    ({"expires": dt.date(2030, 1, 1), "reason": "r"}, "package", "is required"),
+    ({"package": "x", "expires": dt.date(2030, 1, 1)}, "reason", "is required"),
+])
+def test_bad_allow_entries(tmp_path, key, table, key_name, problem) -> None:
+    e = error_of(write_policy(tmp_path / "p.toml", [rb("a", key)], arrays={"allow": [table]}))
+    assert e.key == f"allow[0].{key_name}" and problem in str(e)
+
+
+@pytest.mark.parametrize("fetch,key_name,problem", [
+    ({"deadline": 0}, "deadline", "greater than 0"),
+    ({"connect_timeout": "5"}, "connect_timeout", "must be an integer or a number"),
+    ({"max_bytes": 10}, "max_bytes", "at least 1024"),
+    ({"proxy": "ftp://p"}, "proxy", "must be an http"),
+    ({"speed": 1}, "speed", "unknown key"),
+])
+def test_bad_fetch_settings(tmp_path, key, fetch, key_name, problem) -> None:
+    e = error_of(write_policy(tmp_path / "p.toml", [rb("a", key)], fetch=fetch))
+    assert e.key == f"fetch.{key_name}" and problem in str(e)
+
+
+def test_repository_rules_resolve_first_match(tmp_path, key) -> None:
+    p = load_policy(write_policy(
+        tmp_path / "p.toml", [rb("a", key), rb("b", key), rb("c", key)], threshold=2,
+        arrays={"repository": [
+            {"name": "local", "match": ["local-*"], "gate": False},
+            {"name": "debian", "match": ["deb.example/*"], "threshold": 1, "rebuilders": ["c"], "mode": "audit"},
+        ]}))
+    art = lambda repo: Artifact("x.deb", "0" * 64, repo=repo)  # noqa: E731
+    local = p.resolve(art("local-cache"))
+    assert not local.rule.gated and local.rebuilders == () and local.repository == "local"
+    deb = p.resolve(art("deb.example/debian/pool/x.deb"))
+    assert deb.rule.threshold == 1 and deb.rule.mode == "audit" and [r.name for r in deb.rebuilders] == ["c"]
+    other = p.resolve(art("elsewhere"))
+    assert other.rule.gated and other.rule.threshold == 2 and len(other.rebuilders) == 3
+
+
+def test_gate_unlisted_false(tmp_path, key) -> None:
+    p = load_policy(write_policy(tmp_path / "p.toml", [rb("a", key)], gate_unlisted=False,
+                                 arrays={"repository": [{"match": ["gated"]}]}))
+    assert not p.resolve(Artifact("x", "0" * 64, repo="other")).rule.gated
+    assert p.resolve(Artifact("x", "0" * 64, repo="gated")).rule.gated
+
+
+def test_allowlist_matches_until_expiry(tmp_path, key) -> None:
+    p = load_policy(write_policy(tmp_path / "p.toml", [rb("a", key)], arrays={"allow": [
+        {"package": "linux-image-*", "version": "6.1.*", "expires": dt.date(2026, 12, 31), "reason": "kernel"}]}))
+    kernel = Artifact("k.deb", "0" * 64, name="linux-image-amd64", version="6.1.5-1")
+    assert "kernel" in (p.resolve(kernel, dt.date(2026, 12, 31)).rule.allowlisted or "")
+    assert p.resolve(kernel, dt.date(2027, 1, 1)).rule.allowlisted is None
+    other = Artifact("k.deb", "0" * 64, name="linux-image-amd64", version="6.2-1")
+    assert p.resolve(other, dt.date(2026, 1, 1)).rule.allowlisted is None
+
+
+def test_describe_speaks_plainly(tmp_path, key) -> None:
+    p = load_policy(write_policy(tmp_path / "p.toml", [rb("a", key, operator="org"), rb("b", key)], threshold=2,
+                                 arrays={"repository": [{"name": "loc", "match": ["l*"], "gate": False}]}))
+    text = "\n".join(p.describe())
+    assert "needs 2 of 2 independent rebuilder operators" in text
+    assert "rebuilder a, operator org" in text and "repository loc (l*): not gated" in text

@@ -1,0 +1,197 @@
+"""The Verifier end to end: real keys, real servers, real documents."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from rebuildgate.errors import ConfigError
+from rebuildgate.model import Artifact
+from rebuildgate.policy import load_policy
+from rebuildgate.verify import Verifier
+
+from tests.support.links import digests, tamper
+from tests.support.policy import write_policy
+from tests.support.rebuilders import make_rebuilders
+from tests.support.server import Fault
+
+CONTENT = b"honest package"
+EVIL = b"backdoored package"
+FILE = "hello_1.0-1_all.deb"
+
+
+def artifact(content: bytes = CONTENT, **kw) -> Artifact:
+    d = digests(content)
+    fields = dict(filename=FILE, name="hello", source="hello", version="1.0-1", arch="all")
+    fields.update(kw)
+    return Artifact(sha256=d["sha256"], sha512=d["sha512"], **fields)
+
+
+@pytest.fixture
+def world(tmp_path, rebuilder_server):
+    def make(n: int = 3, http: bool = True, publish: bool = True, **policy):
+        rbs = make_rebuilders(tmp_path, n, rebuilder_server if http else None)
+        if publish:
+            for rb in rbs:
+                rb.publish("hello", "1.0-1", {FILE: CONTENT})
+        path = write_policy(tmp_path / "policy.toml", [rb.entry() for rb in rbs], **policy)
+        return rbs, load_policy(path)
+    return make
+
+
+def verify(policy, *arts: Artifact, **kw):
+    with Verifier(policy, **kw) as v:
+        return v.verify_many(list(arts))
+
+
+def test_all_agree_over_http_and_file(world) -> None:
+    for http in (True, False):
+        _, policy = world(3, http=http, threshold=3)
+        (v,) = verify(policy, artifact())
+        assert v.accepted and v.allowed and v.vote_count == 3, v.reason
+
+
+def test_dishonest_rebuilder_conflicts(world) -> None:
+    rbs, policy = world(3, threshold=2)
+    rbs[2].publish("hello", "1.0-1", {FILE: EVIL})
+    (v,) = verify(policy, artifact())
+    assert v.accepted is False and v.conflict_count == 1 and "rb3 attests sha256" in v.reason
+    rbs, policy = world(3, threshold=2, max_conflicts=1)
+    rbs[2].publish("hello", "1.0-1", {FILE: EVIL})
+    (v,) = verify(policy, artifact())
+    assert v.accepted and v.conflict_count == 1
+
+
+def test_backdoored_package_is_blocked(world) -> None:
+    _, policy = world(3, threshold=1)
+    (v,) = verify(policy, artifact(EVIL))
+    assert not v.accepted and v.vote_count == 0 and v.conflict_count == 3
+
+
+def test_every_kind_of_failure_costs_only_that_vote(world) -> None:
+    rbs, policy = world(5, threshold=1, fetch={"deadline": 2.0, "read_timeout": 1.0})
+    rbs[0].server.fault = Fault.hang()
+    rbs[1].server.fault = Fault.status(500)
+    rbs[2].server.fault = Fault.body(b"{not json")
+    (rbs[3].root / "sources/hello/1.0-1/metadata").unlink()  # 404
+    start = time.monotonic()
+    (v,) = verify(policy, artifact())
+    assert time.monotonic() - start < 4.5
+    assert v.accepted and [x.rebuilder for x in v.votes] == ["rb5"]
+    kinds = {name: p.kind for name, p in v.errors}
+    assert kinds == {"rb1": "fetch-error", "rb2": "fetch-error", "rb3": "malformed"}
+    assert v.missing == ("rb4",)
+
+
+def test_tampered_and_foreign_documents_do_not_vote(world, tmp_keys) -> None:
+    rbs, policy = world(3, threshold=1)
+    meta = rbs[0].root / "sources/hello/1.0-1/metadata"
+    meta.write_bytes(tamper(meta.read_bytes()))
+    rbs[1].publish("hello", "1.0-1", {FILE: CONTENT}, key=rbs[2].key)  # signed with rb3's key
+    rbs[2].publish("hello", "1.0-1", {FILE: CONTENT}, key=tmp_keys())
+    (v,) = verify(policy, artifact())
+    assert not v.accepted
+    assert {name: p.kind for name, p in v.errors} == {"rb1": "bad-signature", "rb2": "unknown-key",
+                                                       "rb3": "unknown-key"}
+
+
+def test_link_for_another_version_does_not_vote(world) -> None:
+    rbs, policy = world(1, publish=False)
+    rbs[0].publish("hello", "1.0-1", {"hello_0.9-1_all.deb": CONTENT})  # replayed old link
+    (v,) = verify(policy, artifact())
+    assert not v.accepted and v.missing == ("rb1",)
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "dsse", "rebuilderd"])
+def test_each_format_votes(world, fmt, tmp_path) -> None:
+    rbs, policy = world(1, publish=False)
+    rbs[0].publish("hello", "1.0-1", {FILE: CONTENT}, fmt=fmt)
+    if fmt == "rebuilderd":  # the published key is PEM with a NULL parameter
+        from tests.support.links import rebuilderd_public_pem
+        rebuilderd_public_pem(rbs[0].key, rbs[0].key.public_pem)
+    (v,) = verify(policy, artifact())
+    assert v.accepted, v.reason
+
+
+def test_epoch_and_source_name(world) -> None:
+    rbs, policy = world(2, publish=False, threshold=2)
+    for rb in rbs:  # published under the source name and the version without epoch
+        rb.publish("hello-src", "1.0-1", {"libhello1_1.0-1_amd64.deb": CONTENT})
+    art = artifact(filename="libhello1_1.0-1_amd64.deb", name="libhello1", source="hello-src", version="3:1.0-1",
+                   arch="amd64")
+    (v,) = verify(policy, art)
+    assert v.accepted, v.reason
+
+
+def test_batch_is_parallel_and_ordered(world, tmp_path) -> None:
+    rbs, policy = world(3, threshold=3, publish=False)
+    arts = []
+    for i in range(30):
+        content = f"pkg {i}".encode()
+        name = f"p{i}_1.0_all.deb"
+        for rb in rbs:
+            rb.publish(f"p{i}", "1.0", {name: content})
+        arts.append(Artifact(name, digests(content)["sha256"], name=f"p{i}", version="1.0", arch="all"))
+    for rb in rbs:
+        rb.server.latency = 0.05
+    start = time.monotonic()
+    verdicts = verify(policy, *arts)
+    elapsed = time.monotonic() - start
+    assert [v.artifact for v in verdicts] == arts and all(v.accepted for v in verdicts)
+    assert elapsed < 90 * 0.05 / 2, f"90 requests at 50 ms took {elapsed:.2f}s: not parallel"
+
+
+def test_audit_mode_allows_and_logs(world, tmp_path, caplog) -> None:
+    _, policy = world(2, threshold=2, mode="audit")
+    (v,) = verify(policy, artifact(EVIL))
+    assert v.verdict == "blocked" and v.allowed and v.relaxed_by == "audit mode"
+    assert "allowed by audit mode" in caplog.text
+    entries = [json.loads(line) for line in (tmp_path / "decisions.log").read_text().splitlines()]
+    assert entries[-1]["verdict"] == "blocked" and entries[-1]["relaxed_by"] == "audit mode"
+    assert entries[-1]["sha256"] == artifact(EVIL).sha256
+
+
+def test_allowlist_allows_and_logs(world, tmp_path, caplog) -> None:
+    import datetime as dt
+    _, policy = world(2, threshold=2, arrays={"allow": [
+        {"package": "hello", "expires": dt.date.today() + dt.timedelta(days=1), "reason": "known unreproducible"}]})
+    (v,) = verify(policy, artifact(EVIL))
+    assert v.allowed and "known unreproducible" in (v.relaxed_by or "")
+    assert "known unreproducible" in caplog.text
+
+
+def test_ungated_repository_is_not_fetched(world) -> None:
+    rbs, policy = world(2, threshold=2, arrays={"repository": [{"match": ["local"], "gate": False}]})
+    (v,) = verify(policy, artifact(EVIL, repo="local"))
+    assert v.allowed and all(rb.server.requests == [] for rb in rbs)
+
+
+def test_bad_key_file_fails_at_construction(world, tmp_path) -> None:
+    rbs, policy = world(1)
+    rbs[0].key.public_pem.write_text("garbage")
+    with pytest.raises(ConfigError) as e:
+        Verifier(policy)
+    assert "rebuilder[0] (rb1).keys" in str(e.value)
+
+
+def test_internal_error_blocks(world, monkeypatch) -> None:
+    _, policy = world(1)
+    import rebuildgate.verify as verify_mod
+
+    def boom(*a, **k):
+        raise RuntimeError("bug")
+    monkeypatch.setattr(verify_mod, "verify_document", boom)
+    (v,) = verify(policy, artifact())
+    assert not v.allowed and v.errors[0][1].kind == "internal-error"
+
+
+def test_halt_hook_failure_blocks(world) -> None:
+    _, policy = world(1)
+
+    def broken(_):
+        raise OSError("feed unreadable")
+    with Verifier(policy, halts=broken) as v:
+        (verdict,) = v.verify_many([artifact()])
+    assert not verdict.allowed and "feed unreadable" in verdict.reason
