@@ -1,0 +1,77 @@
+"""pytest fixtures shared by all rebuildgate tests.
+
+Only tests/support is imported here, never rebuildgate itself, so a broken
+library module fails its own tests instead of the whole collection.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from tests.support.keys import GpgKey, TestKey, make_gpg_key, make_key
+from tests.support.server import RebuilderServer
+
+GPG_UID = "rebuildgate test rebuilder <rebuilder@rebuildgate.invalid>"
+
+
+@pytest.fixture
+def tmp_keys(tmp_path: Path) -> Callable[..., TestKey]:
+    """Factory for fresh securesystemslib keys:
+    `make(kind="ed25519", name=None) -> TestKey` (files under tmp_path/keys)."""
+    counter = itertools.count()
+
+    def make(kind: str = "ed25519", name: str | None = None) -> TestKey:
+        return make_key(tmp_path / "keys", kind, name or f"{kind}-{next(counter)}")
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def gpg_keys(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., GpgKey]]:
+    """Session-wide factory `make(uid=GPG_UID, algo="ed25519") -> GpgKey`.
+    The same (uid, algo) gives the same key, so key generation happens once
+    per session; every gpg-agent is stopped at the end."""
+    made: dict[tuple[str, str], GpgKey] = {}
+    directory = tmp_path_factory.mktemp("gpg")
+
+    def make(uid: str = GPG_UID, algo: str = "ed25519") -> GpgKey:
+        if (uid, algo) not in made:
+            made[(uid, algo)] = make_gpg_key(directory, uid, algo)
+        return made[(uid, algo)]
+
+    yield make
+    for key in made.values():
+        key.cleanup()
+
+
+@pytest.fixture(scope="session")
+def gpg_key(gpg_keys: Callable[..., GpgKey]) -> GpgKey:
+    """One ed25519 OpenPGP key for the whole session."""
+    return gpg_keys()
+
+
+@pytest.fixture
+def rebuilder_server(tmp_path: Path) -> Iterator[Callable[..., RebuilderServer]]:
+    """Factory for started servers: `make(root=None, latency=0.0)`; without
+    root each server gets a fresh empty directory. All are stopped at
+    teardown, hung connections included."""
+    servers: list[RebuilderServer] = []
+    counter = itertools.count()
+
+    def make(root: Path | None = None, latency: float = 0.0) -> RebuilderServer:
+        if root is None:
+            root = tmp_path / f"rebuilder-{next(counter)}"
+            root.mkdir()
+        server = RebuilderServer(root, latency=latency).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
