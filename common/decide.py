@@ -284,10 +284,10 @@ def decide(artifact: Artifact, rule: Rule, reports: Sequence[RebuilderReport]) -
         verdict, reason = ACCEPTED, "repository is not gated by the policy"
     elif vote_count >= rule.threshold and conflict_count <= rule.max_conflicts:
         verdict = ACCEPTED
-        reason = f"{vote_count} of {rule.threshold} required rebuilders agree ({_join(voters)})"
+        reason = f"{vote_count} of {rule.threshold} required votes ({_join(voters)})"
     else:
         verdict = BLOCKED
-        reason = f"{vote_count} of {rule.threshold} required rebuilders agree"
+        reason = f"{vote_count} of {rule.threshold} required votes"
         if voters:
             reason += f" ({_join(voters)})"
     if conflicts:
