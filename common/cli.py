@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -50,7 +51,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check-config", help="validate the policy and say what it means")
     c.add_argument("--policy")
+
+    h = sub.add_parser("halt", help="halt flags: status, admin overrides, and tools for halt signers")
+    hs = h.add_subparsers(dest="halt_command", required=True, parser_class=_Parser)
+    st = hs.add_parser("status", help="read the feeds and list the halts in force")
+    st.add_argument("--policy")
+    ov = hs.add_parser("override", help="let installs proceed past one halt (recorded and logged)")
+    ov.add_argument("id")
+    ov.add_argument("--reason", required=True)
+    ov.add_argument("--policy")
+    co = hs.add_parser("clear-override", help="undo an override")
+    co.add_argument("id")
+    co.add_argument("--policy")
+    for name, helptext in (("sign", "write a halt statement signed with your key"),
+                           ("lift", "write a lift statement signed with your key")):
+        sp = hs.add_parser(name, help=helptext)
+        _signer_args(sp)
+        sp.add_argument("--id", required=True, help="halt id, e.g. H-2026-001")
+        sp.add_argument("--version", type=int, required=True, help="statement version (a lift needs a higher one)")
+        sp.add_argument("--reason", required=True)
+        sp.add_argument("--expires", required=True, help="YYYY-MM-DD or ISO 8601 time")
+        sp.add_argument("-o", "--output", type=Path, required=True)
+        if name == "sign":
+            sp.add_argument("--all", action="store_true", help="halt every package")
+            sp.add_argument("--package", action="append", default=[], help="fnmatch on binary or source name")
+            sp.add_argument("--package-version", action="append", default=[], help="fnmatch on the version")
+            sp.add_argument("--repository", action="append", default=[], help="fnmatch on the repository")
+    cs = hs.add_parser("cosign", help="add your signature to a statement or feed file, in place")
+    _signer_args(cs)
+    cs.add_argument("file", type=Path)
+    fd = hs.add_parser("feed", help="write a signed feed holding statements")
+    _signer_args(fd)
+    fd.add_argument("--version", type=int, required=True, help="feed version: never lower than the last one")
+    fd.add_argument("--expires", required=True)
+    fd.add_argument("-o", "--output", type=Path, required=True)
+    fd.add_argument("statements", nargs="*", type=Path)
     return p
+
+
+def _signer_args(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--key", type=Path, help="private key (PEM, unencrypted)")
+    group.add_argument("--gpg-key", help="OpenPGP fingerprint of your signing key")
+    p.add_argument("--gnupghome", help="GnuPG home holding --gpg-key")
 
 
 def _artifact_from_args(args: argparse.Namespace) -> Artifact:
@@ -118,12 +161,106 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_halt(args: argparse.Namespace) -> int:
+    from . import halt
+
+    sub = args.halt_command
+    if sub in ("sign", "lift", "cosign", "feed"):
+        return _halt_tool(args, halt)
+    policy = load_policy(args.policy)
+    if policy.halt is None:
+        raise ConfigError(policy.path, "halt", "no [halt] section: halt flags are not configured")
+    from .fetch import make_transport
+
+    watch = halt.HaltWatch(policy.halt, make_transport(policy.fetch), policy.path)
+    if sub == "override":
+        import getpass
+
+        by = os.environ.get("SUDO_USER") or getpass.getuser()
+        entry = watch.set_override(args.id, args.reason, by)
+        _log_event(policy, {"event": "halt-override", "id": args.id, **entry})
+        print(f"halt {args.id} overridden by {entry['by']} at {entry['at']}: {entry['reason']}")
+        return EXIT_OK
+    if sub == "clear-override":
+        existed = watch.clear_override(args.id)
+        _log_event(policy, {"event": "halt-override-cleared", "id": args.id})
+        print(f"override of halt {args.id} {'cleared' if existed else 'was not set'}")
+        return EXIT_OK
+    watch.refresh()
+    now = watch._now()
+    for fs in watch.status:
+        print(f"feed {fs.url}: {'ok, ' if fs.ok else 'FAILED: '}{fs.message}")
+    overrides = watch.state.get("overrides", {})
+    in_force = 0
+    for st in sorted(watch.statements.values(), key=lambda s: s.id):
+        covers = "everything" if st.everything else "; ".join(
+            f"{k} {', '.join(v)}" for k, v in (("packages", st.packages), ("versions", st.versions),
+                                               ("repositories", st.repositories)) if v)
+        state = "lifted" if st.action == "lift" else "expired" if st.expired(now) else "IN FORCE"
+        in_force += state == "IN FORCE"
+        line = (f"halt {st.id} v{st.version}: {state}: {st.reason}; covers {covers or '-'}; signed by "
+                f"{', '.join(st.signers)}; expires {halt.format_time(st.expires)}; from {st.origin}")
+        if st.id in overrides:
+            o = overrides[st.id]
+            line += f"; OVERRIDDEN by {o.get('by')} at {o.get('at')}: {o.get('reason')}"
+        print(line)
+    for text in watch.rejected:
+        print(f"not counted: {text}")
+    stale = watch.stale_for()
+    if stale is not None:
+        print(f"STALE: no feed refreshed within max_age ({policy.halt.max_age}s): policy says {policy.halt.stale}")
+    print(f"{in_force} halt(s) in force")
+    return EXIT_OK
+
+
+def _halt_tool(args: argparse.Namespace, halt) -> int:
+    signer = halt.load_signer(args.key, args.gpg_key, args.gnupghome)
+    if args.halt_command == "cosign":
+        try:
+            doc = json.loads(args.file.read_text())
+            signed, existing = doc["signed"], doc["signatures"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise halt.HaltError(f"{args.file}: not a signed halt document: {e}") from None
+        args.file.write_bytes(halt.sign_document(signed, signer, existing))
+        print(f"{args.file}: now {len(json.loads(args.file.read_text())['signatures'])} signature(s)")
+        return EXIT_OK
+    try:
+        expires = halt.parse_time(args.expires, "--expires")
+    except RebuildgateError as e:
+        raise PackageError(str(e)) from None
+    if args.version < 0:
+        raise PackageError("--version must not be negative")
+    if args.halt_command == "feed":
+        payload = halt.feed_payload(args.version, expires, [p.read_bytes() for p in args.statements])
+    else:
+        everything = getattr(args, "all", False)
+        packages, versions = getattr(args, "package", []), getattr(args, "package_version", [])
+        repositories = getattr(args, "repository", [])
+        if args.halt_command == "sign" and not (everything or packages or versions or repositories):
+            raise PackageError("say what the halt covers: --all, --package, --package-version or --repository")
+        payload = halt.statement_payload(args.id, "halt" if args.halt_command == "sign" else "lift", args.version,
+                                         args.reason, expires, packages, versions, repositories, everything)
+    args.output.write_bytes(halt.sign_document(payload, signer))
+    print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def _log_event(policy, entry: dict) -> None:
+    from .verify import append_log
+
+    error = append_log(policy, entry)
+    if error:
+        print(f"rebuildgate: warning: {error}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "verify":
             return cmd_verify(args)
+        if args.command == "halt":
+            return cmd_halt(args)
         return cmd_check_config(args)
     except ConfigError as e:
         print(f"rebuildgate: policy error: {e}", file=sys.stderr)

@@ -37,6 +37,7 @@ from securesystemslib.signer import Key, Signature, SSlibKey
 from .errors import (
     BadSignature,
     ConfigError,
+    EvidenceError,
     MalformedEvidence,
     UnknownKey,
     UnsignedEvidence,
@@ -187,9 +188,9 @@ def load_gpg_keys(rebuilder: str, fingerprints: Iterable[str], keyring: Path, wh
         shutil.rmtree(home, ignore_errors=True)
 
 
-def load_keyset(rebuilder: Any, index: int, policy_path: Path) -> KeySet:
-    """Load every key the policy gives to *rebuilder* (a policy.Rebuilder)."""
-    where = f"rebuilder[{index}] ({rebuilder.name})"
+def load_keyset(rebuilder: Any, index: int, policy_path: Path, section: str = "rebuilder") -> KeySet:
+    """Load every key the policy gives to *rebuilder* (a policy.Rebuilder or HaltSigner)."""
+    where = f"{section}[{index}] ({rebuilder.name})"
     keys = load_pem_keys(rebuilder.name, rebuilder.keys, where, policy_path)
     if rebuilder.gpg_keys and rebuilder.gpg_keyring:
         keys += load_gpg_keys(rebuilder.name, rebuilder.gpg_keys, rebuilder.gpg_keyring, where, policy_path)
@@ -268,6 +269,46 @@ def _verify(signatures: list[Signature], data: bytes, keyset: KeySet) -> Trusted
     raise UnknownKey(f"no signature verifies with {keyset.rebuilder}'s keys (signed by keyid {ids})")
 
 
+def parse_metablock(raw: bytes) -> tuple[Any, list[Signature], bytes]:
+    """(signed, signatures, canonical bytes) of a legacy ``{"signed", "signatures"}`` document."""
+    doc = _json(raw)
+    if not isinstance(doc, dict) or "signed" not in doc:
+        raise MalformedEvidence("not a signed document ({'signed': ..., 'signatures': [...]})")
+    return _metablock_parts(doc)
+
+
+def _metablock_parts(doc: dict) -> tuple[Any, list[Signature], bytes]:
+    sigs = _signatures(doc.get("signatures"))
+    try:
+        data = encode_canonical(doc["signed"]).encode("utf-8")
+    except Exception as e:  # noqa: BLE001 - FormatError for floats etc.
+        raise MalformedEvidence(f"signed payload cannot be canonicalized: {e}") from None
+    return doc["signed"], sigs, data
+
+
+def signers_of(signatures: list[Signature], data: bytes, keysets: Iterable[KeySet]) -> dict[str, str]:
+    """Which key owners produced a valid signature over *data*: owner -> key identity.
+
+    Each owner counts once however many signatures it made, and a key that
+    two owners share counts for the first only, so a threshold over the
+    result is a threshold of distinct people and distinct keys.  Forged,
+    unknown-key and expired-key signatures simply do not appear.
+    """
+    found: dict[str, str] = {}
+    used: set[str] = set()
+    for keyset in keysets:
+        for sig in signatures:
+            try:
+                trusted = _verify([sig], data, keyset)
+            except EvidenceError:
+                continue
+            if trusted.identity not in used:
+                found[keyset.rebuilder] = trusted.identity
+                used.add(trusted.identity)
+                break
+    return found
+
+
 def _products(signed: Any) -> dict[str, dict[str, str]]:
     from in_toto.models.link import Link
     from securesystemslib.exceptions import FormatError
@@ -313,13 +354,8 @@ def verify_document(raw: bytes, keyset: KeySet, source: str = "") -> SignedLink:
         trusted = _verify_dsse(sigs, envelope.pae(), keyset)
         signed = _json(envelope.payload)
     elif "signed" in doc:
-        sigs = _signatures(doc.get("signatures"))
-        try:
-            data = encode_canonical(doc["signed"]).encode("utf-8")
-        except Exception as e:  # noqa: BLE001 - FormatError for floats etc.
-            raise MalformedEvidence(f"signed payload cannot be canonicalized: {e}") from None
+        signed, sigs, data = _metablock_parts(doc)
         trusted = _verify(sigs, data, keyset)
-        signed = doc["signed"]
     else:
         raise MalformedEvidence("neither an in-toto metablock ('signed') nor a DSSE envelope ('payload')")
     products = _products(signed)

@@ -89,8 +89,11 @@ class Transport:
     def close(self) -> None:
         self.session.close()
 
-    def get(self, url: str, deadline: float, root: str | None = None) -> bytes:
-        """Fetch *url* once per Transport: concurrent callers share one request."""
+    def get(self, url: str, deadline: float, root: str | None = None, use_cache: bool = True) -> bytes:
+        """Fetch *url* once per Transport: concurrent callers share one request.
+
+        ``use_cache=False`` skips the on-disk cache (halt feeds must be fresh).
+        """
         with self._lock:
             fut = self._memo.get(url)
             owner = fut is None
@@ -105,7 +108,7 @@ class Transport:
             except TimeoutError:
                 raise FetchError(f"no answer within the deadline from {url}") from None
         try:
-            body = self._get(url, deadline, root)
+            body = self._get(url, deadline, root, use_cache)
         except BaseException as e:
             fut.set_exception(e)
             if not isinstance(e, EvidenceMissing):
@@ -115,16 +118,17 @@ class Transport:
         fut.set_result(body)
         return body
 
-    def _get(self, url: str, deadline: float, root: str | None) -> bytes:
+    def _get(self, url: str, deadline: float, root: str | None, use_cache: bool) -> bytes:
         if url.startswith("file://"):
             return self._read_file(url, root)
-        if self.cache:
-            cached = self.cache.get(url)
+        cache = self.cache if use_cache else None
+        if cache:
+            cached = cache.get(url)
             if cached is not None:
                 return cached
         body = self._http(url, deadline)
-        if self.cache:
-            self.cache.put(url, body)
+        if cache:
+            cache.put(url, body)
         return body
 
     def _read_file(self, url: str, root: str | None) -> bytes:

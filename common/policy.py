@@ -103,6 +103,29 @@ class Resolution:
 
 
 @dataclass(frozen=True)
+class HaltSigner:
+    """A developer whose signature counts towards a halt (same key kinds as rebuilders)."""
+
+    name: str
+    keys: tuple[Path, ...] = ()
+    gpg_keys: tuple[str, ...] = ()
+    gpg_keyring: Path | None = None
+
+
+@dataclass(frozen=True)
+class HaltSettings:
+    """Where halt statements come from and who may sign them (``[halt]``)."""
+
+    feeds: tuple[str, ...]
+    threshold: int  # K distinct signers make a halt (or a lift) count
+    signers: tuple[HaltSigner, ...]
+    feed_threshold: int = 1  # signers needed on a feed document itself
+    max_age: int = 86400  # seconds without any successful feed refresh before `stale` applies
+    stale: str = "block"  # or "warn"
+    state_dir: Path = Path("/var/lib/rebuildgate")
+
+
+@dataclass(frozen=True)
 class Policy:
     path: Path
     threshold: int
@@ -114,7 +137,7 @@ class Policy:
     allow: tuple[AllowEntry, ...] = ()
     fetch: FetchSettings = field(default_factory=FetchSettings)
     log: Path | None = None
-    halt: Mapping[str, Any] | None = None  # validated by rebuildgate.halt
+    halt: HaltSettings | None = None
 
     def resolve(self, artifact: Artifact, today: _dt.date | None = None) -> Resolution:
         """Which rule governs *artifact*: its repository's, or the global one."""
@@ -174,7 +197,10 @@ class Policy:
                      f"max {f.max_bytes} bytes, proxy {f.proxy or 'from the package manager/environment'}, "
                      f"cache {f.cache_dir or 'off'}")
         if self.halt:
-            lines.append(f"halt feeds: {', '.join(self.halt.get('feeds', []))}")
+            h = self.halt
+            lines.append(f"halts: {h.threshold} of {len(h.signers)} signers ({', '.join(s.name for s in h.signers)}) "
+                         f"stop a package; feeds {', '.join(h.feeds)}; if no feed refreshed for {h.max_age}s: "
+                         f"{h.stale}")
         return lines
 
 
@@ -298,6 +324,60 @@ def _file(top: _Reader, r: _Reader, name: str, value: str) -> Path:
     return path
 
 
+def _keys(top: _Reader, r: _Reader, who: str) -> tuple[tuple[Path, ...], tuple[str, ...], Path | None]:
+    """keys / gpg_keys / gpg_keyring, shared by rebuilders and halt signers."""
+    keys = tuple(_file(top, r, "keys", k) for k in r.strings("keys"))
+    gpg_keys = tuple(fp.replace(" ", "").upper() for fp in r.strings("gpg_keys"))
+    for fp in gpg_keys:
+        if len(fp) != 40 or any(c not in "0123456789ABCDEF" for c in fp):
+            raise r.error("gpg_keys", f"{fp!r} is not a 40-hex-digit OpenPGP fingerprint")
+    keyring_value = r.string("gpg_keyring")
+    keyring = _file(top, r, "gpg_keyring", keyring_value) if keyring_value else None
+    if gpg_keys and keyring is None:
+        raise r.error("gpg_keyring", "is required when gpg_keys is set (the keyring holding those keys)")
+    if keyring is not None and not gpg_keys:
+        raise r.error("gpg_keys", "is required when gpg_keyring is set (which keys of it to trust)")
+    if not keys and not gpg_keys:
+        raise r.error("keys", f"{who} needs at least one key (keys = [PEM files] or gpg_keys + gpg_keyring)")
+    return keys, gpg_keys, keyring
+
+
+def _halt(top: _Reader, table: Any) -> HaltSettings:
+    h = _Reader(top.path, table, "halt")
+    feeds = h.strings("feeds", None)
+    if not feeds:
+        raise h.error("feeds", "is required: the halt feeds to read (http(s):// or file:// URLs)")
+    for feed in feeds:
+        if not feed.startswith(URL_SCHEMES):
+            raise h.error("feeds", f"{feed!r} must start with http://, https:// or file://")
+    signers = []
+    for i, t in enumerate(h.get("signer", list, required=True)):
+        r = _Reader(top.path, t, f"halt.signer[{i}]")
+        name = r.string("name", required=True)
+        r.where = f"halt.signer[{i}] ({name})"
+        keys, gpg_keys, keyring = _keys(top, r, "a halt signer")
+        r.finish()
+        signers.append(HaltSigner(name, keys, gpg_keys, keyring))
+    if not signers:
+        raise h.error("signer", "at least one [[halt.signer]] is required")
+    if len({s.name for s in signers}) != len(signers):
+        raise h.error("signer", "two halt signers have the same name")
+    threshold = h.integer("threshold", required=True, minimum=1)
+    if threshold > len(signers):
+        raise h.error("threshold", f"is {threshold} but only {len(signers)} halt signer(s) are configured")
+    feed_threshold = h.integer("feed_threshold", 1, minimum=1)
+    if feed_threshold > len(signers):
+        raise h.error("feed_threshold", f"is {feed_threshold} but only {len(signers)} halt signer(s) are configured")
+    state_dir = h.string("state_dir", "/var/lib/rebuildgate")
+    settings = HaltSettings(
+        feeds=feeds, threshold=threshold, signers=tuple(signers), feed_threshold=feed_threshold,
+        max_age=h.integer("max_age", 86400, minimum=1), stale=h.string("stale", "block", choices=("block", "warn")),
+        state_dir=Path(state_dir),
+    )
+    h.finish()
+    return settings
+
+
 def _rebuilder(top: _Reader, table: Any, index: int) -> Rebuilder:
     r = _Reader(top.path, table, f"rebuilder[{index}]")
     name = r.string("name", required=True)
@@ -317,19 +397,7 @@ def _rebuilder(top: _Reader, table: Any, index: int) -> Rebuilder:
                           + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)) from None
     elif template:
         raise r.error("url_template", 'is only used with layout = "template"')
-    keys = tuple(_file(top, r, "keys", k) for k in r.strings("keys"))
-    gpg_keys = tuple(fp.replace(" ", "").upper() for fp in r.strings("gpg_keys"))
-    for fp in gpg_keys:
-        if len(fp) != 40 or any(c not in "0123456789ABCDEF" for c in fp):
-            raise r.error("gpg_keys", f"{fp!r} is not a 40-hex-digit OpenPGP fingerprint")
-    keyring_value = r.string("gpg_keyring")
-    keyring = _file(top, r, "gpg_keyring", keyring_value) if keyring_value else None
-    if gpg_keys and keyring is None:
-        raise r.error("gpg_keyring", "is required when gpg_keys is set (the keyring holding those keys)")
-    if keyring is not None and not gpg_keys:
-        raise r.error("gpg_keys", "is required when gpg_keyring is set (which keys of it to trust)")
-    if not keys and not gpg_keys:
-        raise r.error("keys", "a rebuilder needs at least one key (keys = [PEM files] or gpg_keys + gpg_keyring)")
+    keys, gpg_keys, keyring = _keys(top, r, "a rebuilder")
     operator = r.string("operator", "")
     r.finish()
     return Rebuilder(name, url, layout, template, keys, gpg_keys, keyring, operator)
@@ -423,7 +491,8 @@ def parse_policy(data: Mapping[str, Any], path: Path) -> Policy:
         )
         f.finish()
 
-    halt = top.get("halt", dict, None)
+    halt = _halt(top, data["halt"]) if "halt" in data else None
+    top.used.add("halt")
     top.finish()
     policy = Policy(
         path=path, threshold=threshold, max_conflicts=max_conflicts, mode=mode,

@@ -71,7 +71,9 @@ class Verifier:
     """Policy + keys + fetcher, reusable for many artifacts.
 
     Construction loads every key (raises ConfigError on a bad one), so a
-    broken policy is reported before any package is looked at.
+    broken policy is reported before any package is looked at.  With a
+    ``[halt]`` section, the halt feeds are read on the first artifact and
+    every verdict carries the halts in force for it.
     """
 
     def __init__(self, policy: Policy, proxy: str | None = None, *,
@@ -84,6 +86,10 @@ class Verifier:
         self.sources = {rb.name: EvidenceSource(rb, self.transport) for rb in policy.rebuilders}
         self.pool = ThreadPoolExecutor(max_workers=policy.fetch.max_workers, thread_name_prefix="rbg-fetch")
         self._today = today
+        if halts is None and policy.halt is not None:
+            from .halt import HaltWatch
+
+            halts = HaltWatch(policy.halt, self.transport, policy.path)
         self._halts = halts
         self._log_warned = False
 
@@ -142,14 +148,21 @@ class Verifier:
         return verdict
 
     def _write_log(self, verdict: Verdict) -> None:
-        path = self.policy.log or DEFAULT_LOG
-        entry = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **verdict.to_json()}
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(entry, sort_keys=True) + "\n")
-        except OSError as e:
-            if not self._log_warned:
-                self._log_warned = True
-                if self.policy.log or os.geteuid() == 0:
-                    log.warning("rebuildgate: cannot write decision log %s: %s", path, e.strerror or e)
+        error = append_log(self.policy, verdict.to_json())
+        if error and not self._log_warned:
+            self._log_warned = True
+            if self.policy.log or os.geteuid() == 0:
+                log.warning("rebuildgate: %s", error)
+
+
+def append_log(policy: Policy, entry: dict) -> str | None:
+    """Append one JSON line to the decision log; return why it failed, if it did."""
+    path = policy.log or DEFAULT_LOG
+    line = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **entry}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line, sort_keys=True) + "\n")
+    except OSError as e:
+        return f"cannot write decision log {path}: {e.strerror or e}"
+    return None

@@ -1,0 +1,453 @@
+"""Halt flags: K of N trusted developers can stop a package from being installed.
+
+If rebuilders find a backdoor, the people who watch them need a brake.  The
+rules (modelled on TUF's treatment of trust files):
+
+* A **statement** is a signed document ``{"signed": {...}, "signatures": [...]}``
+  whose ``signed`` part has ``_type = "rebuildgate-halt"``, an ``id``, an
+  ``action`` (``halt`` or ``lift``), a ``version`` (integer), a ``reason``,
+  ``issued`` and ``expires`` times, and what it covers: ``all = true`` or any
+  of ``packages`` / ``versions`` / ``repositories`` (fnmatch patterns; a
+  package pattern matches the binary or the source name; every given field
+  must match).
+* A statement counts only when at least K **distinct** halt signers (distinct
+  people and distinct keys) signed it.  Forged, duplicated and unknown-key
+  signatures do not count.  Lifting needs K signatures too: a lift is a
+  statement with the same id, ``action = "lift"`` and a higher version.
+* Statements are **sticky**: once a K-signed halt was seen it stays in force
+  (it is remembered in the state file) until it expires or a K-signed lift
+  with a higher version arrives.  A feed that simply stops listing it, or a
+  statement with a lower version, changes nothing.
+* A **feed** is a signed document (``_type = "rebuildgate-halt-feed"``,
+  ``version``, ``expires``, ``statements``: a list of statement documents)
+  signed by at least ``feed_threshold`` halt signers.  A feed never goes
+  back: the highest version seen per feed is remembered, and an older one is
+  refused (rollback).  An expired feed is ignored.
+* If no feed could be refreshed for longer than ``max_age``, the policy's
+  ``stale`` decides: ``block`` every package, or ``warn``.
+* The local admin may **override** one halt by id; the override is recorded
+  (who, when, why), logged, and shown in every verdict it affects.
+
+The pure part (parsing, signature counting, matching) is separated from the
+I/O part (:class:`HaltWatch`: fetching feeds, the state file).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fnmatch
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .decide import HaltNotice
+from .errors import EvidenceError, MalformedEvidence, RebuildgateError
+from .evidence import KeySet, load_keyset, parse_metablock, signers_of
+from .model import Artifact
+from .policy import HaltSettings
+
+log = logging.getLogger("rebuildgate")
+
+STATEMENT_TYPE = "rebuildgate-halt"
+FEED_TYPE = "rebuildgate-halt-feed"
+STATE_FILE = "halts.json"
+STALE_ID = "halt-feeds-stale"
+
+
+class HaltError(RebuildgateError):
+    """A halt document or the halt state cannot be used."""
+
+
+class BelowThreshold(EvidenceError):
+    kind = "below-threshold"
+
+
+class Rollback(EvidenceError):
+    kind = "rollback"
+
+
+class Expired(EvidenceError):
+    kind = "expired"
+
+
+# --------------------------------------------------------------------------
+# Pure part
+
+
+def parse_time(value: Any, what: str) -> _dt.datetime:
+    """ISO 8601 time (or date) -> aware UTC datetime."""
+    if not isinstance(value, str):
+        raise MalformedEvidence(f"{what} must be an ISO 8601 time string")
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            parsed = _dt.datetime.combine(_dt.date.fromisoformat(text), _dt.time(), _dt.timezone.utc)
+        else:
+            parsed = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise MalformedEvidence(f"{what} {text[:40]!r} is not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_dt.timezone.utc)
+    return parsed.astimezone(_dt.timezone.utc)
+
+
+def format_time(t: _dt.datetime) -> str:
+    return t.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _patterns(signed: dict, key: str) -> tuple[str, ...]:
+    value = signed.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise MalformedEvidence(f"halt statement: {key} must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _integer(signed: dict, key: str, what: str) -> int:
+    value = signed.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise MalformedEvidence(f"{what}: {key} must be a non-negative integer")
+    return value
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A halt or lift that K distinct signers signed."""
+
+    id: str
+    action: str
+    version: int
+    reason: str
+    issued: _dt.datetime
+    expires: _dt.datetime
+    everything: bool
+    packages: tuple[str, ...]
+    versions: tuple[str, ...]
+    repositories: tuple[str, ...]
+    signers: tuple[str, ...]
+    raw: bytes = field(repr=False, default=b"")
+    origin: str = ""
+
+    def expired(self, now: _dt.datetime) -> bool:
+        return now >= self.expires
+
+    def matches(self, artifact: Artifact) -> bool:
+        if self.everything:
+            return True
+        if not (self.packages or self.versions or self.repositories):
+            return False
+        names = [n for n in (artifact.name, artifact.source, artifact.filename) if n]
+        if self.packages and not any(fnmatch.fnmatchcase(n, p) for n in names for p in self.packages):
+            return False
+        if self.versions and not any(fnmatch.fnmatchcase(artifact.version or "", p) for p in self.versions):
+            return False
+        if self.repositories and not any(fnmatch.fnmatchcase(artifact.repo or "", p) for p in self.repositories):
+            return False
+        return True
+
+
+def read_statement(raw: bytes, signers: list[KeySet], threshold: int, origin: str = "") -> Statement:
+    """Parse a statement and check that K distinct signers signed it."""
+    signed, sigs, data = parse_metablock(raw)
+    if not isinstance(signed, dict) or signed.get("_type") != STATEMENT_TYPE:
+        raise MalformedEvidence(f"not a halt statement (_type must be {STATEMENT_TYPE!r})")
+    ident = signed.get("id")
+    if not isinstance(ident, str) or not ident or len(ident) > 128 or any(ord(c) < 32 for c in ident):
+        raise MalformedEvidence("halt statement: id must be a short printable string")
+    action = signed.get("action")
+    if action not in ("halt", "lift"):
+        raise MalformedEvidence(f"halt statement {ident}: action must be 'halt' or 'lift'")
+    reason = signed.get("reason")
+    if not isinstance(reason, str) or not reason:
+        raise MalformedEvidence(f"halt statement {ident}: reason is required")
+    everything = signed.get("all", False)
+    if not isinstance(everything, bool):
+        raise MalformedEvidence(f"halt statement {ident}: all must be true or false")
+    statement = Statement(
+        id=ident, action=action, version=_integer(signed, "version", f"halt statement {ident}"),
+        reason=" ".join(reason.split())[:300],
+        issued=parse_time(signed.get("issued"), "issued"), expires=parse_time(signed.get("expires"), "expires"),
+        everything=everything, packages=_patterns(signed, "packages"), versions=_patterns(signed, "versions"),
+        repositories=_patterns(signed, "repositories"), signers=(), raw=raw, origin=origin)
+    if action == "halt" and not (everything or statement.packages or statement.versions or statement.repositories):
+        raise MalformedEvidence(f"halt statement {ident} covers nothing (set all, packages, versions or repositories)")
+    who = signers_of(sigs, data, signers)
+    if len(who) < threshold:
+        raise BelowThreshold(f"halt statement {ident} v{statement.version} has {len(who)} of {threshold} required "
+                             f"signatures ({', '.join(sorted(who)) or 'none valid'})")
+    return Statement(**{**statement.__dict__, "signers": tuple(sorted(who))})
+
+
+@dataclass(frozen=True)
+class Feed:
+    version: int
+    expires: _dt.datetime
+    statements: tuple[bytes, ...]
+    signers: tuple[str, ...]
+
+
+def read_feed(raw: bytes, signers: list[KeySet], threshold: int, now: _dt.datetime) -> Feed:
+    signed, sigs, data = parse_metablock(raw)
+    if not isinstance(signed, dict) or signed.get("_type") != FEED_TYPE:
+        raise MalformedEvidence(f"not a halt feed (_type must be {FEED_TYPE!r})")
+    version = _integer(signed, "version", "halt feed")
+    expires = parse_time(signed.get("expires"), "feed expires")
+    docs = signed.get("statements", [])
+    if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
+        raise MalformedEvidence("halt feed: statements must be a list of signed statements")
+    who = signers_of(sigs, data, signers)
+    if len(who) < threshold:
+        raise BelowThreshold(f"halt feed v{version} has {len(who)} of {threshold} required signatures")
+    if now >= expires:
+        raise Expired(f"halt feed v{version} expired at {format_time(expires)}")
+    return Feed(version, expires, tuple(json.dumps(d).encode() for d in docs), tuple(sorted(who)))
+
+
+def merge(known: dict[str, Statement], incoming: Statement) -> bool:
+    """Keep the highest version per id; a lower or equal version changes nothing."""
+    current = known.get(incoming.id)
+    if current is None or incoming.version > current.version:
+        known[incoming.id] = incoming
+        return True
+    return False
+
+
+def notices(artifact: Artifact, statements: Iterable[Statement], overrides: dict[str, dict],
+            now: _dt.datetime) -> tuple[HaltNotice, ...]:
+    """The halts in force for *artifact*, overridden ones marked as such."""
+    out = []
+    for st in statements:
+        if st.action != "halt" or st.expired(now) or not st.matches(artifact):
+            continue
+        o = overrides.get(st.id)
+        overridden = f"{o.get('by')} at {o.get('at')}: {o.get('reason')}" if o else None
+        out.append(HaltNotice(st.id, st.reason, st.signers, overridden))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------
+# I/O part
+
+
+@dataclass
+class FeedStatus:
+    url: str
+    ok: bool
+    message: str
+    version: int | None = None
+
+
+class HaltWatch:
+    """Reads the feeds once per process and answers "which halts stop this?".
+
+    The state file (``state_dir/halts.json``) keeps the highest feed versions
+    seen, the last successful refresh of each feed, every K-signed statement
+    seen (so a halt cannot be made to vanish by serving a feed without it),
+    and the admin's overrides.  If the state cannot be written (say, after
+    the apt method dropped privileges) verification still works from what
+    was read; the failure is logged once.
+    """
+
+    def __init__(self, settings: HaltSettings, transport: Any, policy_path: Path,
+                 clock: Any = None) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.keysets = [load_keyset(s, i, policy_path, "halt.signer") for i, s in enumerate(settings.signers)]
+        self.path = settings.state_dir / STATE_FILE
+        self._now = clock or (lambda: _dt.datetime.now(_dt.timezone.utc))
+        self._lock = threading.Lock()
+        self._refreshed = False
+        self.status: list[FeedStatus] = []
+        self.statements: dict[str, Statement] = {}
+        self.rejected: list[str] = []
+        self.state: dict[str, Any] = {}
+
+    # -- state file ----------------------------------------------------------
+
+    def _load_state(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {"feeds": {}, "statements": {}, "overrides": {}}
+        except (OSError, ValueError) as e:
+            # An unreadable state would silently forget halts and versions.
+            raise HaltError(f"halt state {self.path} is unreadable ({e}); fix or remove it") from None
+        if not isinstance(data, dict):
+            raise HaltError(f"halt state {self.path} is not a JSON object; fix or remove it")
+        for key in ("feeds", "statements", "overrides"):
+            if not isinstance(data.setdefault(key, {}), dict):
+                raise HaltError(f"halt state {self.path}: {key} is not an object; fix or remove it")
+        return data
+
+    def _save_state(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".halts-")
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.state, f, indent=1, sort_keys=True)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.path)
+        except OSError as e:
+            log.warning("rebuildgate: cannot save halt state %s: %s", self.path, e.strerror or e)
+
+    # -- refresh ---------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Load state, read every feed, remember what counts; once per process."""
+        with self._lock:
+            if self._refreshed:
+                return
+            self.state = self._load_state()
+            for ident, entry in self.state["statements"].items():
+                try:
+                    st = read_statement(entry["doc"].encode(), self.keysets, self.settings.threshold,
+                                        entry.get("origin", "state"))
+                except (EvidenceError, KeyError, AttributeError):
+                    continue  # signers changed in the policy: no longer counts
+                merge(self.statements, st)
+            changed = False
+            for url in self.settings.feeds:
+                changed |= self._refresh_feed(url)
+            if changed:
+                self._save_state()
+            self._refreshed = True
+
+    def _refresh_feed(self, url: str) -> bool:
+        from .errors import FetchError
+
+        now = self._now()
+        feeds = self.state["feeds"]
+        try:
+            raw = self.transport.get(url, time.monotonic() + self.transport.settings.deadline, url, use_cache=False)
+            feed = read_feed(raw, self.keysets, self.settings.feed_threshold, now)
+            seen = feeds.get(url, {}).get("version", -1)
+            if feed.version < seen:
+                raise Rollback(f"feed version {feed.version} is older than version {seen} seen before")
+        except (FetchError, EvidenceError) as e:
+            self.status.append(FeedStatus(url, False, f"{e.kind}: {e}"))
+            return False
+        for doc in feed.statements:
+            try:
+                st = read_statement(doc, self.keysets, self.settings.threshold, url)
+            except EvidenceError as e:
+                self.rejected.append(f"{url}: {e}")
+                continue
+            if merge(self.statements, st):
+                self.state["statements"][st.id] = {"doc": doc.decode(), "origin": url}
+        feeds[url] = {"version": feed.version, "refreshed": now.timestamp()}
+        self.status.append(FeedStatus(url, True, f"version {feed.version}, signed by {', '.join(feed.signers)}",
+                                      feed.version))
+        return True
+
+    def stale_for(self) -> float | None:
+        """Seconds since the last successful refresh of any feed, if over max_age."""
+        last = max((f.get("refreshed", 0) for f in self.state.get("feeds", {}).values()), default=0)
+        age = self._now().timestamp() - last
+        return age if age > self.settings.max_age else None
+
+    # -- the hook the Verifier calls ------------------------------------------
+
+    def __call__(self, artifact: Artifact) -> tuple[HaltNotice, ...]:
+        self.refresh()
+        found = notices(artifact, self.statements.values(), self.state.get("overrides", {}), self._now())
+        stale = self.stale_for()
+        if stale is not None:
+            never = not any(f.get("refreshed") for f in self.state.get("feeds", {}).values())
+            why = ("no halt feed has ever been read" if never else
+                   f"no halt feed refreshed for {int(stale)}s (max_age {self.settings.max_age}s)")
+            if self.settings.stale == "block":
+                found += (HaltNotice(STALE_ID, why + "; policy says block", ("policy",)),)
+            else:
+                log.warning("rebuildgate: %s; policy says warn", why)
+        return found
+
+    # -- admin overrides -------------------------------------------------------
+
+    def set_override(self, ident: str, reason: str, by: str) -> dict[str, str]:
+        with self._lock:
+            self.state = self._load_state()
+            entry = {"by": by, "at": format_time(self._now()), "reason": " ".join(reason.split())}
+            self.state["overrides"][ident] = entry
+            self._write_or_fail()
+            return entry
+
+    def clear_override(self, ident: str) -> bool:
+        with self._lock:
+            self.state = self._load_state()
+            existed = self.state["overrides"].pop(ident, None) is not None
+            self._write_or_fail()
+            return existed
+
+    def _write_or_fail(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + ".new")
+            tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True))
+            os.replace(tmp, self.path)
+        except OSError as e:
+            raise HaltError(f"cannot write halt state {self.path}: {e.strerror or e} (run as root?)") from None
+
+
+# --------------------------------------------------------------------------
+# Signing tools for halt signers
+
+
+def load_signer(key_path: Path | None = None, gpg_key: str | None = None, gnupghome: str | None = None) -> Any:
+    """A securesystemslib signer from a private PEM file or a GnuPG key."""
+    if gpg_key:
+        from securesystemslib.signer import GPGSigner
+
+        try:
+            _, public = GPGSigner.import_(gpg_key.lower().replace(" ", ""), gnupghome)
+        except Exception as e:  # noqa: BLE001
+            raise HaltError(f"cannot use OpenPGP key {gpg_key}: {e}") from None
+        return GPGSigner(public, gnupghome)
+    assert key_path is not None
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from securesystemslib.signer import CryptoSigner
+
+    try:
+        private = load_pem_private_key(key_path.read_bytes(), password=None)
+        return CryptoSigner(private)
+    except (OSError, ValueError, TypeError) as e:
+        raise HaltError(f"cannot load private key {key_path}: {e}") from None
+
+
+def sign_document(signed: dict, signer: Any, existing: list[dict] | None = None) -> bytes:
+    """A signed document: *signed* plus the signatures so far and a new one."""
+    from securesystemslib.formats import encode_canonical
+
+    sig = signer.sign(encode_canonical(signed).encode("utf-8")).to_dict()
+    signatures = [s for s in (existing or []) if s.get("keyid") != sig["keyid"]] + [sig]
+    return json.dumps({"signed": signed, "signatures": signatures}, indent=1, sort_keys=True).encode() + b"\n"
+
+
+def statement_payload(ident: str, action: str, version: int, reason: str, expires: _dt.datetime,
+                      packages: Iterable[str] = (), versions: Iterable[str] = (),
+                      repositories: Iterable[str] = (), everything: bool = False,
+                      issued: _dt.datetime | None = None) -> dict:
+    payload: dict[str, Any] = {
+        "_type": STATEMENT_TYPE, "id": ident, "action": action, "version": version, "reason": reason,
+        "issued": format_time(issued or _dt.datetime.now(_dt.timezone.utc)), "expires": format_time(expires),
+    }
+    if everything:
+        payload["all"] = True
+    for key, values in (("packages", packages), ("versions", versions), ("repositories", repositories)):
+        if values:
+            payload[key] = list(values)
+    return payload
+
+
+def feed_payload(version: int, expires: _dt.datetime, statements: Iterable[bytes]) -> dict:
+    docs = []
+    for raw in statements:
+        try:
+            docs.append(json.loads(raw))
+        except ValueError as e:
+            raise HaltError(f"a statement is not JSON: {e}") from None
+    return {"_type": FEED_TYPE, "version": version, "expires": format_time(expires), "statements": docs}

@@ -1,0 +1,309 @@
+"""Halt flags: K of N developers stop a package; lifts, expiry, rollback, overrides."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rebuildgate import halt
+from rebuildgate.errors import ConfigError
+from rebuildgate.model import Artifact
+from rebuildgate.policy import load_policy
+from rebuildgate.verify import Verifier
+
+from tests.support.links import digests
+from tests.support.policy import write_policy
+from tests.support.rebuilders import make_rebuilders
+
+NOW = dt.datetime.now(dt.timezone.utc)
+LATER = NOW + dt.timedelta(days=30)
+CONTENT = b"the package"
+FILE = "hello_1.0-1_all.deb"
+ART = Artifact(FILE, digests(CONTENT)["sha256"], name="hello", source="hello-src", version="1.0-1", arch="all",
+               repo="deb.example/debian/pool/main/h/hello/hello_1.0-1_all.deb")
+
+
+class Team:
+    """Three halt signers (alice, bob, carol), K = 2, one file:// feed."""
+
+    def __init__(self, tmp_path: Path, tmp_keys, k: int = 2, **halt_extra) -> None:
+        self.tmp = tmp_path
+        self.keys = {name: tmp_keys("ed25519", name) for name in ("alice", "bob", "carol")}
+        self.feed = tmp_path / "feeds" / "halts.json"
+        self.feed.parent.mkdir(parents=True)
+        self.version = 0
+        rbs = make_rebuilders(tmp_path, 1)
+        rbs[0].publish("hello-src", "1.0-1", {FILE: CONTENT})
+        table = {"feeds": [f"file://{self.feed}"], "threshold": k, "state_dir": str(tmp_path / "state"),
+                 **halt_extra}
+        signers = [{"name": n, "keys": [str(key.public_pem)]} for n, key in self.keys.items()]
+        self.policy_path = write_policy(tmp_path / "policy.toml", [rbs[0].entry()],
+                                        tables={"halt": table}, arrays={"halt.signer": signers})
+        self.policy = load_policy(self.policy_path)
+
+    def signer(self, name: str):
+        return halt.load_signer(self.keys[name].private_pem)
+
+    def statement(self, *signers: str, ident: str = "H-1", action: str = "halt", version: int = 1,
+                  expires: dt.datetime = LATER, **match) -> bytes:
+        payload = halt.statement_payload(ident, action, version, f"reason for {ident}", expires,
+                                         everything=not match, **match)
+        doc = None
+        for name in signers:
+            doc = halt.sign_document(payload, self.signer(name),
+                                     json.loads(doc)["signatures"] if doc else None)
+        return doc or json.dumps({"signed": payload, "signatures": []}).encode()
+
+    def publish(self, *statements: bytes, version: int | None = None, signers=("alice",),
+                expires: dt.datetime = LATER) -> None:
+        self.version = version if version is not None else self.version + 1
+        payload = halt.feed_payload(self.version, expires, statements)
+        doc = None
+        for name in signers:
+            doc = halt.sign_document(payload, self.signer(name), json.loads(doc)["signatures"] if doc else None)
+        self.feed.write_bytes(doc or json.dumps({"signed": payload, "signatures": []}).encode())
+
+    def verdict(self, artifact: Artifact = ART, **kw):
+        with Verifier(self.policy, **kw) as v:
+            return v.verify_many([artifact])[0]
+
+
+@pytest.fixture
+def team(tmp_path, tmp_keys) -> Team:
+    return Team(tmp_path, tmp_keys)
+
+
+def test_no_halt_accepts(team) -> None:
+    team.publish()
+    v = team.verdict()
+    assert v.accepted and v.halts == ()
+
+
+def test_k_minus_one_signatures_do_nothing(team) -> None:
+    team.publish(team.statement("alice"))
+    v = team.verdict()
+    assert v.accepted, v.reason
+
+
+def test_k_signatures_block_despite_all_votes(team) -> None:
+    team.publish(team.statement("alice", "bob"))
+    v = team.verdict()
+    assert not v.allowed and v.verdict == "blocked" and v.vote_count == 1
+    assert "halted by H-1 (reason for H-1; signed by alice, bob)" in v.reason
+
+
+def test_audit_mode_does_not_lift_a_halt(tmp_path, tmp_keys) -> None:
+    t = Team(tmp_path, tmp_keys)
+    t.policy_path.write_text(t.policy_path.read_text().replace("threshold = 1\n", 'threshold = 1\nmode = "audit"\n', 1))
+    t.policy = load_policy(t.policy_path)
+    assert t.policy.mode == "audit"
+    t.publish(t.statement("alice", "bob"))
+    assert not t.verdict().allowed
+
+
+@pytest.mark.parametrize("doctor", ["forged", "duplicated", "unknown-key"])
+def test_bad_signatures_do_not_count(team, tmp_keys, doctor) -> None:
+    doc = json.loads(team.statement("alice"))
+    if doctor == "forged":  # bob's signature over something else
+        other = json.loads(team.statement("bob", ident="H-other"))
+        doc["signatures"].append(other["signatures"][0])
+    elif doctor == "duplicated":
+        doc["signatures"].append(dict(doc["signatures"][0]))
+    else:
+        stranger = halt.load_signer(tmp_keys("ed25519", "mallory").private_pem)
+        doc = json.loads(halt.sign_document(doc["signed"], stranger, doc["signatures"]))
+    team.publish(json.dumps(doc).encode())
+    assert team.verdict().accepted
+    watch = halt.HaltWatch(team.policy.halt, Verifier(team.policy).transport, team.policy.path)
+    watch.refresh()
+    assert any("1 of 2 required signatures" in r for r in watch.rejected)
+
+
+def test_lift_needs_k_signatures(team) -> None:
+    team.publish(team.statement("alice", "bob"))
+    assert not team.verdict().allowed
+    team.publish(team.statement("alice", "bob"), team.statement("carol", action="lift", version=2))
+    assert not team.verdict().allowed
+    team.publish(team.statement("alice", "bob"), team.statement("carol", "bob", action="lift", version=2))
+    assert team.verdict().accepted
+
+
+def test_lift_with_lower_version_does_nothing(team) -> None:
+    team.publish(team.statement("alice", "bob", version=5))
+    team.publish(team.statement("alice", "bob", version=5), team.statement("carol", "bob", action="lift", version=4))
+    assert not team.verdict().allowed
+
+
+def test_expired_halt_is_ignored(team) -> None:
+    team.publish(team.statement("alice", "bob", expires=NOW - dt.timedelta(seconds=1)))
+    assert team.verdict().accepted
+
+
+def test_halts_are_sticky_when_a_feed_drops_them(team) -> None:
+    team.publish(team.statement("alice", "bob"))
+    assert not team.verdict().allowed
+    team.publish()  # newer feed without the halt, and no lift
+    assert not team.verdict().allowed
+
+
+def test_rolled_back_feed_is_refused(team) -> None:
+    team.publish(version=5)
+    team.verdict()
+    team.publish(team.statement("alice", "bob"), version=3)  # older feed, even with news
+    watch = halt.HaltWatch(team.policy.halt, Verifier(team.policy).transport, team.policy.path)
+    watch.refresh()
+    assert not watch.status[0].ok and "rollback" in watch.status[0].message
+    assert team.verdict().accepted  # the rolled-back feed's halt was not taken
+
+
+def test_expired_or_unsigned_feed_is_refused(team) -> None:
+    team.publish()
+    assert team.verdict().accepted  # one good read: the feeds are fresh
+    team.publish(team.statement("alice", "bob"), expires=NOW - dt.timedelta(seconds=1))
+    assert team.verdict().accepted  # the expired feed's halt is not taken
+    team.publish(team.statement("alice", "bob"), signers=())
+    watch = halt.HaltWatch(team.policy.halt, Verifier(team.policy).transport, team.policy.path)
+    watch.refresh()
+    assert not watch.status[0].ok and "unsigned" in watch.status[0].message
+    assert team.verdict().accepted
+
+
+def test_unreachable_feed_past_max_age_blocks_or_warns(tmp_path, tmp_keys, caplog) -> None:
+    for stale in ("block", "warn"):
+        t = Team(tmp_path / stale, tmp_keys, max_age=60, stale=stale)
+        t.publish()
+        assert t.verdict().accepted  # fresh: fine
+        t.feed.unlink()  # feed unreachable from now on
+        future = lambda: NOW + dt.timedelta(seconds=3600)  # noqa: E731
+        watch = halt.HaltWatch(t.policy.halt, Verifier(t.policy).transport, t.policy.path, clock=future)
+        v = t.verdict(halts=watch)
+        if stale == "block":
+            assert not v.allowed and halt.STALE_ID in v.reason and "policy says block" in v.reason
+        else:
+            assert v.accepted and "policy says warn" in caplog.text
+
+
+def test_never_read_feed_counts_as_stale(tmp_path, tmp_keys) -> None:
+    t = Team(tmp_path, tmp_keys)
+    v = t.verdict()  # no feed file at all
+    assert not v.allowed and "no halt feed has ever been read" in v.reason
+
+
+def test_override_lets_exactly_that_halt_through(team) -> None:
+    team.publish(team.statement("alice", "bob", ident="H-1"), team.statement("bob", "carol", ident="H-2"))
+    watch = halt.HaltWatch(team.policy.halt, Verifier(team.policy).transport, team.policy.path)
+    watch.set_override("H-1", "false alarm: timestamp only", "admin")
+    v = team.verdict()
+    assert not v.allowed and "halted by H-2" in v.reason and "halted by H-1" not in v.reason
+    watch.set_override("H-2", "also fine", "admin")
+    v = team.verdict()
+    assert v.accepted and "halt H-1 overridden by admin: admin at" in v.reason and "false alarm" in v.reason
+    watch.clear_override("H-2")
+    assert not team.verdict().allowed
+
+
+@pytest.mark.parametrize("match,covered", [
+    ({"packages": ["hello"]}, True),
+    ({"packages": ["hello-s*"]}, True),  # source name
+    ({"packages": ["other"]}, False),
+    ({"packages": ["hello"], "versions": ["1.0-*"]}, True),
+    ({"packages": ["hello"], "versions": ["2.*"]}, False),
+    ({"repositories": ["deb.example/*"]}, True),
+    ({"repositories": ["other/*"]}, False),
+])
+def test_what_a_halt_covers(team, match, covered) -> None:
+    team.publish(team.statement("alice", "bob", **match))
+    assert team.verdict().allowed is not covered
+
+
+def test_unreadable_state_blocks(team) -> None:
+    team.publish()
+    (team.tmp / "state").mkdir(exist_ok=True)
+    (team.tmp / "state" / halt.STATE_FILE).write_text("{broken")
+    v = team.verdict()
+    assert not v.allowed and "halt state" in v.reason
+
+
+@pytest.mark.parametrize("table,key,problem", [
+    ({"threshold": 1}, "halt.feeds", "is required"),
+    ({"feeds": ["ftp://x"], "threshold": 1}, "halt.feeds", "must start with"),
+    ({"feeds": ["file:///x"], "threshold": 4}, "halt.threshold", "only 3 halt signer"),
+    ({"feeds": ["file:///x"], "threshold": 0}, "halt.threshold", "at least 1"),
+    ({"feeds": ["file:///x"], "threshold": 1, "stale": "ignore"}, "halt.stale", "must be one of"),
+    ({"feeds": ["file:///x"], "threshold": 1, "max_age": 0}, "halt.max_age", "at least 1"),
+    ({"feeds": ["file:///x"], "threshold": 1, "extra": 1}, "halt.extra", "unknown key"),
+])
+def test_halt_policy_errors(tmp_path, tmp_keys, table, key, problem) -> None:
+    k = tmp_keys()
+    signers = [{"name": n, "keys": [str(k.public_pem)]} for n in ("a", "b", "c")]
+    rbs = make_rebuilders(tmp_path, 1)
+    p = write_policy(tmp_path / "p.toml", [rbs[0].entry()], tables={"halt": table}, arrays={"halt.signer": signers})
+    with pytest.raises(ConfigError) as e:
+        load_policy(p)
+    assert e.value.key == key and problem in str(e.value)
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rebuildgate.cli", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_cli_tools_for_signers_and_admins(team) -> None:
+    st = team.tmp / "h.json"
+    r = run("halt", "sign", "--key", str(team.keys["alice"].private_pem), "--id", "H-9", "--version", "1",
+            "--reason", "backdoor in hello", "--expires", LATER.date().isoformat(), "--package", "hello", "-o", str(st))
+    assert r.returncode == 0, r.stderr
+    r = run("halt", "cosign", "--key", str(team.keys["bob"].private_pem), str(st))
+    assert r.returncode == 0 and "2 signature(s)" in r.stdout
+    r = run("halt", "feed", "--key", str(team.keys["carol"].private_pem), "--version", "1", "--expires",
+            LATER.isoformat(), "-o", str(team.feed), str(st))
+    assert r.returncode == 0, r.stderr
+    r = run("halt", "status", "--policy", str(team.policy_path))
+    assert r.returncode == 0, r.stderr
+    assert "halt H-9 v1: IN FORCE: backdoor in hello" in r.stdout and "signed by alice, bob" in r.stdout
+    assert "1 halt(s) in force" in r.stdout
+    r = run("verify", "--policy", str(team.policy_path), "--artifact", FILE, "--sha256", ART.sha256,
+            "--source", "hello-src")
+    assert r.returncode == 1 and "halted by H-9" in r.stdout
+
+    r = run("halt", "override", "H-9", "--reason", "checked: harmless", "--policy", str(team.policy_path))
+    assert r.returncode == 0 and "overridden" in r.stdout
+    r = run("verify", "--policy", str(team.policy_path), "--artifact", FILE, "--sha256", ART.sha256,
+            "--source", "hello-src")
+    assert r.returncode == 0 and "halt H-9 overridden by admin" in r.stdout and "checked: harmless" in r.stdout
+    log = [json.loads(x) for x in (team.tmp / "decisions.log").read_text().splitlines()]
+    assert any(e.get("event") == "halt-override" and e["reason"] == "checked: harmless" for e in log)
+    assert run("halt", "status", "--policy", str(team.policy_path)).stdout.count("OVERRIDDEN") == 1
+    r = run("halt", "clear-override", "H-9", "--policy", str(team.policy_path))
+    assert r.returncode == 0 and "cleared" in r.stdout
+    r = run("verify", "--policy", str(team.policy_path), "--artifact", FILE, "--sha256", ART.sha256,
+            "--source", "hello-src")
+    assert r.returncode == 1
+
+    # A lift signed by two signers releases it.
+    lift = team.tmp / "lift.json"
+    assert run("halt", "lift", "--key", str(team.keys["bob"].private_pem), "--id", "H-9", "--version", "2",
+               "--reason", "timestamp only", "--expires", LATER.date().isoformat(), "-o", str(lift)).returncode == 0
+    assert run("halt", "cosign", "--key", str(team.keys["carol"].private_pem), str(lift)).returncode == 0
+    assert run("halt", "feed", "--key", str(team.keys["carol"].private_pem), "--version", "2", "--expires",
+               LATER.isoformat(), "-o", str(team.feed), str(st), str(lift)).returncode == 0
+    r = run("verify", "--policy", str(team.policy_path), "--artifact", FILE, "--sha256", ART.sha256,
+            "--source", "hello-src")
+    assert r.returncode == 0, r.stdout
+
+
+def test_cli_halt_errors(team, tmp_path) -> None:
+    r = run("halt", "sign", "--key", str(tmp_path / "nokey.pem"), "--id", "H", "--version", "1", "--reason", "r",
+            "--expires", "2030-01-01", "--all", "-o", str(tmp_path / "x.json"))
+    assert r.returncode == 2 and "cannot load private key" in r.stderr
+    r = run("halt", "sign", "--key", str(team.keys["alice"].private_pem), "--id", "H", "--version", "1",
+            "--reason", "r", "--expires", "soon", "--all", "-o", str(tmp_path / "x.json"))
+    assert r.returncode == 2 and "not an ISO 8601 time" in r.stderr
+    r = run("halt", "sign", "--key", str(team.keys["alice"].private_pem), "--id", "H", "--version", "1",
+            "--reason", "r", "--expires", "2030-01-01", "-o", str(tmp_path / "x.json"))
+    assert r.returncode == 2 and "say what the halt covers" in r.stderr
