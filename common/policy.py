@@ -56,7 +56,7 @@ class FetchSettings:
     read_timeout: float = 10.0
     deadline: float = 30.0
     max_bytes: int = 8 * 1024 * 1024
-    max_workers: int = 16
+    max_workers: int = 64
     proxy: str | None = None  # explicit proxy; None = the package manager's
     cache_dir: Path | None = Path("/var/cache/rebuildgate")
     cache_ttl: int = 3600

@@ -32,32 +32,72 @@ log = logging.getLogger("rebuildgate")
 DEFAULT_LOG = Path("/var/log/rebuildgate/decisions.log")
 
 
+class _Clock:
+    """When an artifact's deadline starts: when its first fetch starts running.
+
+    A large transaction queues thousands of fetches behind a bounded pool;
+    counting the deadline from submission would time out packages whose
+    rebuilders are fine but whose turn simply had not come.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.started: float | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> float:
+        with self._lock:
+            if self.started is None:
+                self.started = time.monotonic()
+            return self.started + self.seconds
+
+
 class PendingVerdict:
     """A verdict being computed; :meth:`result` waits for it (bounded)."""
 
+    #: Grace after the deadline for a fetch to notice it and return.
+    GRACE = 1.0
+    #: The longest :meth:`result` waits for fetches that have not even started.
+    QUEUE_LIMIT = 600.0
+
     def __init__(self, verifier: "Verifier", artifact: Artifact, rule: Rule,
-                 jobs: list[tuple[str, Future[RebuilderReport]]], deadline: float) -> None:
+                 jobs: list[tuple[str, Future[RebuilderReport]]], clock: _Clock) -> None:
         self._verifier = verifier
         self.artifact = artifact
         self._rule = rule
         self._jobs = jobs
-        self._deadline = deadline
+        self._clock = clock
+        self._submitted = time.monotonic()
         self._verdict: Verdict | None = None
         self._lock = threading.Lock()
 
     def done(self) -> bool:
         return self._verdict is not None or all(f.done() for _, f in self._jobs)
 
+    def _wait(self) -> None:
+        futures = [f for _, f in self._jobs]
+        while True:
+            now = time.monotonic()
+            if self._clock.started is None:  # still queued behind other packages
+                limit = self._submitted + self.QUEUE_LIMIT
+            else:
+                limit = self._clock.started + self._clock.seconds + self.GRACE
+            if now >= limit:
+                return
+            _, pending = wait(futures, timeout=min(limit - now, 1.0) if self._clock.started is None else limit - now)
+            if not pending:
+                return
+
     def result(self) -> Verdict:
         with self._lock:
             if self._verdict is None:
-                wait([f for _, f in self._jobs], timeout=max(self._deadline - time.monotonic(), 0) + 1.0)
+                self._wait()
                 reports = []
                 for name, fut in self._jobs:
                     if not fut.done():
                         fut.cancel()
                         reports.append(RebuilderReport(name, (), (Problem(
-                            "timeout", f"no answer within the deadline of {self._verifier.policy.fetch.deadline:g}s"),)))
+                            "timeout", f"no answer within the deadline of {self._clock.seconds:g}s"),)))
                         continue
                     try:
                         reports.append(fut.result())
@@ -105,26 +145,27 @@ class Verifier:
 
     def submit(self, artifact: Artifact) -> PendingVerdict:
         """Start verifying *artifact* in the background."""
-        deadline = time.monotonic() + self.policy.fetch.deadline
+        clock = _Clock(self.policy.fetch.deadline)
         resolution = self.policy.resolve(artifact, self._today())
         rule = resolution.rule
         if self._halts is not None:
             try:
                 rule = Rule(**{**rule.__dict__, "halts": tuple(self._halts(artifact))})
             except Exception as e:  # noqa: BLE001 - halts unreadable: fail closed
-                pending = PendingVerdict(self, artifact, rule, [], deadline)
+                pending = PendingVerdict(self, artifact, rule, [], clock)
                 pending._verdict = self._finish(failed(artifact, rule, Problem("halt-error", str(e))))
                 return pending
-        jobs = [(rb.name, self.pool.submit(self._report, rb, artifact, deadline)) for rb in resolution.rebuilders]
-        return PendingVerdict(self, artifact, rule, jobs, deadline)
+        jobs = [(rb.name, self.pool.submit(self._report, rb, artifact, clock)) for rb in resolution.rebuilders]
+        return PendingVerdict(self, artifact, rule, jobs, clock)
 
     def verify_many(self, artifacts: Sequence[Artifact]) -> list[Verdict]:
         """Verify a whole transaction; the order of verdicts is the order given."""
         pending = [self.submit(a) for a in artifacts]
         return [p.result() for p in pending]
 
-    def _report(self, rebuilder: Rebuilder, artifact: Artifact, deadline: float) -> RebuilderReport:
+    def _report(self, rebuilder: Rebuilder, artifact: Artifact, clock: _Clock) -> RebuilderReport:
         """Fetch and check one rebuilder's evidence for one artifact."""
+        deadline = clock.start()
         try:
             documents = self.sources[rebuilder.name].documents(artifact, deadline)
         except EvidenceMissing as e:

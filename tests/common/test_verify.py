@@ -195,3 +195,19 @@ def test_halt_hook_failure_blocks(world) -> None:
     with Verifier(policy, halts=broken) as v:
         (verdict,) = v.verify_many([artifact()])
     assert not verdict.allowed and "feed unreadable" in verdict.reason
+
+
+def test_queued_packages_do_not_time_out(world) -> None:
+    """The deadline counts from a package's first request, not from submission."""
+    rbs, policy = world(2, threshold=2, publish=False, fetch={"deadline": 1.0, "max_workers": 2})
+    arts = []
+    for i in range(15):
+        name, content = f"q{i}_1_all.deb", f"queued {i}".encode()
+        for rb in rbs:
+            rb.publish(f"q{i}", "1", {name: content})
+            rb.server.latency = 0.1
+        arts.append(Artifact(name, digests(content)["sha256"], name=f"q{i}", version="1", arch="all"))
+    start = time.monotonic()
+    verdicts = verify(policy, *arts)
+    assert time.monotonic() - start > 1.0  # 30 requests, 2 at a time, 0.1 s each: well past one deadline
+    assert all(v.accepted for v in verdicts), [v.reason for v in verdicts if not v.accepted]
