@@ -18,7 +18,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from .decide import Rule, Verdict, decide, failed
 from .errors import EvidenceError, EvidenceMissing, FetchError
@@ -132,10 +132,16 @@ class Verifier:
             halts = HaltWatch(policy.halt, self.transport, policy.path)
         self._halts = halts
         self._log_warned = False
+        self._log_file: Any = None
+        self._log_lock = threading.Lock()
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.transport.close()
+        with self._log_lock:
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None
 
     def __enter__(self) -> "Verifier":
         return self
@@ -189,21 +195,43 @@ class Verifier:
         return verdict
 
     def _write_log(self, verdict: Verdict) -> None:
-        error = append_log(self.policy, verdict.to_json())
-        if error and not self._log_warned:
-            self._log_warned = True
-            if self.policy.log or os.geteuid() == 0:
-                log.warning("rebuildgate: %s", error)
+        with self._log_lock:
+            if self._log_file is None and not self._log_warned:
+                self._log_file, error = open_log(self.policy)
+                if error:
+                    self._log_warned = True
+                    if self.policy.log or os.geteuid() == 0:
+                        log.warning("rebuildgate: %s", error)
+            if self._log_file is not None:
+                try:
+                    self._log_file.write(log_line(verdict.to_json()))
+                    self._log_file.flush()
+                except OSError as e:
+                    log.warning("rebuildgate: cannot write decision log: %s", e.strerror or e)
+                    self._log_file = None
+                    self._log_warned = True
+
+
+def open_log(policy: Policy) -> tuple[Any, str | None]:
+    """The decision log, opened for appending (once per process), or why not."""
+    path = policy.log or DEFAULT_LOG
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "a", encoding="utf-8"), None
+    except OSError as e:
+        return None, f"cannot write decision log {path}: {e.strerror or e}"
+
+
+def log_line(entry: dict) -> str:
+    line = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **entry}
+    return json.dumps(line, sort_keys=True) + "\n"
 
 
 def append_log(policy: Policy, entry: dict) -> str | None:
     """Append one JSON line to the decision log; return why it failed, if it did."""
-    path = policy.log or DEFAULT_LOG
-    line = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **entry}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(line, sort_keys=True) + "\n")
-    except OSError as e:
-        return f"cannot write decision log {path}: {e.strerror or e}"
+    f, error = open_log(policy)
+    if f is None:
+        return error
+    with f:
+        f.write(log_line(entry))
     return None

@@ -218,3 +218,24 @@ def test_cache_in_unwritable_place_is_just_no_cache(tmp_path, served) -> None:
     blocker.write_text("not a dir")
     t = Transport(SETTINGS, cache=DocumentCache(blocker / "cache", ttl=60, max_bytes=1024))
     assert t.get(f"{served.url}/doc", time.monotonic() + 2) == b"evidence"
+
+
+def test_environment_proxy_and_no_proxy(rebuilder_server, served, monkeypatch) -> None:
+    proxy = rebuilder_server()
+    (proxy.root / "doc").write_bytes(b"via proxy")
+    monkeypatch.setenv("http_proxy", proxy.url)
+    monkeypatch.setenv("no_proxy", "direct.invalid")
+    assert get("http://rebuilder.invalid/doc") == b"via proxy"
+    with pytest.raises(FetchError):  # bypassed: goes direct, and that host does not exist
+        get("http://direct.invalid/doc")
+    assert proxy.requests == ["http://rebuilder.invalid/doc"]
+
+
+def test_connections_are_kept_alive(served) -> None:
+    t = Transport(SETTINGS)
+    for i in range(5):
+        (served.root / f"d{i}").write_bytes(b"x")
+        t.get(f"{served.url}/d{i}", time.monotonic() + 2)
+    pools = t.session.get_adapter(served.url).poolmanager.pools
+    (pool,) = [pools[k] for k in pools.keys()]
+    assert pool.num_connections == 1 and pool.num_requests == 5

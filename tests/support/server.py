@@ -97,6 +97,9 @@ class Fault:
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # RebuilderServer.stop() unblocks and joins instead
+    # socketserver's default backlog of 5 drops simultaneous connects, and
+    # the kernel retries them a second later: a real server listens deeper.
+    request_queue_size = 256
     owner: RebuilderServer
 
     def handle_error(self, request, client_address) -> None:

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Benchmark of the verification core.  Run by hand: ``.venv/bin/python bench/core_bench.py [--quick]``.
+
+1. Parse + verify one evidence document, per format (median over many runs).
+2. ``Verifier.verify_many`` for 20 and 200 packages with N = 1, 3, 5 HTTP
+   rebuilders on 127.0.0.1 answering instantly or after 50 ms, threshold
+   1, 2, 3 (median of several runs, each with a fresh Verifier and no cache).
+3. Peak resident memory of the 200-package, N = 5 run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rebuildgate.evidence import KeySet, load_gpg_keys, load_pem_keys, verify_document  # noqa: E402
+from rebuildgate.model import Artifact  # noqa: E402
+from rebuildgate.policy import load_policy  # noqa: E402
+from rebuildgate.verify import Verifier  # noqa: E402
+from tests.support.keys import make_gpg_key, make_key  # noqa: E402
+from tests.support.links import (digests, make_link, rebuilderd_public_pem, sign_dsse, sign_legacy,  # noqa: E402
+                                 sign_legacy_gpg, sign_rebuilderd)
+from tests.support.policy import RebuilderEntry, write_policy  # noqa: E402
+from tests.support.rebuilders import make_rebuilders  # noqa: E402
+from tests.support.server import RebuilderServer  # noqa: E402
+
+
+def median_ms(fn, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
+def formats(tmp: Path, runs: int) -> list[tuple[str, float]]:
+    link = make_link({"hello_1.0-1_all.deb": b"x" * 1000})
+    rows = []
+    for kind in ("ed25519", "ecdsa", "rsa"):
+        key = make_key(tmp, kind, f"f-{kind}")
+        ks = KeySet("rb", load_pem_keys("rb", [key.public_pem], "rb", tmp / "p"))
+        for fmt, doc in (("legacy", sign_legacy(link, key.signer)), ("dsse", sign_dsse(link, key.signer))):
+            rows.append((f"{fmt} {kind}", median_ms(lambda: verify_document(doc, ks), runs)))
+    key = make_key(tmp, "ed25519", "f-rbd")
+    doc = sign_rebuilderd(link, key)
+    ks = KeySet("rb", load_pem_keys("rb", [rebuilderd_public_pem(key, tmp / "rbd.pub")], "rb", tmp / "p"))
+    rows.append(("rebuilderd ed25519", median_ms(lambda: verify_document(doc, ks), runs)))
+    gpg = make_gpg_key(tmp / "gpg", "Bench <bench@test>")
+    try:
+        doc = sign_legacy_gpg(link, gpg)
+        load = median_ms(lambda: load_gpg_keys("rb", [gpg.fingerprint], gpg.keyring, "rb", tmp / "p"), 5)
+        ks = KeySet("rb", load_gpg_keys("rb", [gpg.fingerprint], gpg.keyring, "rb", tmp / "p"))
+        rows.append(("legacy OpenPGP ed25519", median_ms(lambda: verify_document(doc, ks), runs)))
+        rows.append(("(OpenPGP key load, once per process)", load))
+    finally:
+        gpg.cleanup()
+    return rows
+
+
+def _serve(roots: list[Path], latency: float, conn: Connection) -> None:
+    """Child process: the rebuilders, so their CPU is not the client's (GIL)."""
+    servers = [RebuilderServer(root, latency=latency).start() for root in roots]
+    conn.send([s.url for s in servers])
+    conn.recv()  # until the parent says stop
+    for s in servers:
+        s.stop()
+
+
+def batch(tmp: Path, packages: int, n: int, latency: float, runs: int) -> tuple[float, int]:
+    work = Path(tempfile.mkdtemp(dir=tmp))
+    rbs = make_rebuilders(work, n)  # file:// first, then served from a child process
+    arts = []
+    for i in range(packages):
+        name, content = f"pkg{i}_1.0-1_all.deb", f"package {i}".encode()
+        for rb in rbs:
+            rb.publish(f"pkg{i}", "1.0-1", {name: content})
+        arts.append(Artifact(name, digests(content)["sha256"], name=f"pkg{i}", version="1.0-1", arch="all"))
+    parent, child = multiprocessing.Pipe()
+    proc = multiprocessing.Process(target=_serve, args=([rb.root for rb in rbs], latency, child), daemon=True)
+    proc.start()
+    try:
+        urls = parent.recv()
+        entries = [RebuilderEntry(rb.name, url, [rb.key.public_pem]) for rb, url in zip(rbs, urls)]
+        policy = load_policy(write_policy(work / "p.toml", entries, threshold={1: 1, 3: 2, 5: 3}[n],
+                                          fetch={"deadline": 30.0}, log=work / "log"))
+        accepted = 0
+
+        def once() -> None:
+            nonlocal accepted
+            with Verifier(policy) as v:
+                accepted = sum(x.accepted for x in v.verify_many(arts))
+        return median_ms(once, runs) / 1000, accepted
+    finally:
+        parent.send("stop")
+        proc.join(10)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer runs")
+    args = ap.parse_args()
+    runs = 1 if args.quick else 5
+    with tempfile.TemporaryDirectory(prefix="rbg-bench-") as t:
+        tmp = Path(t)
+        print("## Parse + verify one document (median)\n")
+        print("| format | ms |\n|---|---|")
+        for name, ms in formats(tmp, 50 if args.quick else 300):
+            print(f"| {name} | {ms:.3f} |")
+        print(f"\n## Verifier.verify_many, HTTP rebuilders on 127.0.0.1 (median of {runs})\n")
+        print("| packages | N | threshold | latency | seconds | accepted |\n|---|---|---|---|---|---|")
+        for packages in (20, 200):
+            for n in (1, 3, 5):
+                for latency in (0.0, 0.05):
+                    secs, ok = batch(tmp, packages, n, latency, runs)
+                    print(f"| {packages} | {n} | {({1: 1, 3: 2, 5: 3})[n]} | {latency * 1000:.0f} ms | {secs:.3f} | "
+                          f"{ok}/{packages} |", flush=True)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"\npeak resident memory of this process (all runs): {peak:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
