@@ -11,6 +11,7 @@ part of a blocking :class:`~rebuildgate.decide.Verdict` (fail closed).
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import logging
 import os
@@ -133,6 +134,7 @@ class Verifier:
         self._halts = halts
         self._log_warned = False
         self._log_file: Any = None
+        self._checked: dict[tuple[str, str, bytes], SignedLink | EvidenceError] = {}
         self._log_lock = threading.Lock()
 
     def close(self) -> None:
@@ -181,11 +183,27 @@ class Verifier:
         links: list[SignedLink] = []
         problems: list[Problem] = []
         for doc in documents:
-            try:
-                links.append(verify_document(doc.body, self.keysets[rebuilder.name], doc.url))
-            except EvidenceError as e:
-                problems.append(Problem(e.kind, f"{e} ({doc.url})"))
+            outcome = self._check(rebuilder.name, doc.url, doc.body)
+            if isinstance(outcome, SignedLink):
+                links.append(outcome)
+            else:
+                problems.append(Problem(outcome.kind, f"{outcome} ({doc.url})"))
         return RebuilderReport(rebuilder.name, tuple(links), tuple(problems))
+
+    def _check(self, rebuilder: str, url: str, body: bytes) -> SignedLink | EvidenceError:
+        """verify_document, once per (rebuilder, URL, body): the binaries of one
+        source package share one merged link, so it is checked once."""
+        key = (rebuilder, url, hashlib.sha256(body).digest())
+        outcome = self._checked.get(key)
+        if outcome is None:
+            try:
+                outcome = verify_document(body, self.keysets[rebuilder], url)
+            except EvidenceError as e:
+                outcome = e
+            if len(self._checked) > 65536:  # bounded; dict updates are atomic under the GIL
+                self._checked.clear()
+            self._checked[key] = outcome
+        return outcome
 
     def _finish(self, verdict: Verdict) -> Verdict:
         """Record the verdict; relaxations are always logged (stderr and file)."""
