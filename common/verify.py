@@ -151,20 +151,39 @@ class Verifier:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _rule(self, artifact: Artifact) -> tuple[Rule, tuple[Rebuilder, ...], Problem | None]:
+        """The policy's rule for *artifact*, with the halts in force for it."""
+        resolution = self.policy.resolve(artifact, self._today())
+        rule = resolution.rule
+        if self._halts is None:
+            return rule, resolution.rebuilders, None
+        try:
+            return Rule(**{**rule.__dict__, "halts": tuple(self._halts(artifact))}), resolution.rebuilders, None
+        except Exception as e:  # noqa: BLE001 - halts unreadable: fail closed
+            return rule, resolution.rebuilders, Problem("halt-error", str(e))
+
     def submit(self, artifact: Artifact) -> PendingVerdict:
         """Start verifying *artifact* in the background."""
         clock = _Clock(self.policy.fetch.deadline)
-        resolution = self.policy.resolve(artifact, self._today())
-        rule = resolution.rule
-        if self._halts is not None:
-            try:
-                rule = Rule(**{**rule.__dict__, "halts": tuple(self._halts(artifact))})
-            except Exception as e:  # noqa: BLE001 - halts unreadable: fail closed
-                pending = PendingVerdict(self, artifact, rule, [], clock)
-                pending._verdict = self._finish(failed(artifact, rule, Problem("halt-error", str(e))))
-                return pending
-        jobs = [(rb.name, self.pool.submit(self._report, rb, artifact, clock)) for rb in resolution.rebuilders]
+        rule, rebuilders, problem = self._rule(artifact)
+        if problem is not None:
+            pending = PendingVerdict(self, artifact, rule, [], clock)
+            pending._verdict = self._finish(failed(artifact, rule, problem))
+            return pending
+        jobs = [(rb.name, self.pool.submit(self._report, rb, artifact, clock)) for rb in rebuilders]
         return PendingVerdict(self, artifact, rule, jobs, clock)
+
+    def refuse(self, artifact: Artifact, problem: Problem) -> Verdict:
+        """The verdict for an artifact that cannot be verified at all.
+
+        For front ends that find a package unverifiable before asking any
+        rebuilder (a repository that only gives an md5): the policy still
+        decides (an ungated repository, audit mode or the allowlist may let
+        it through, logged), halts still apply, and the verdict is logged
+        like any other.
+        """
+        rule, _, halt_problem = self._rule(artifact)
+        return self._finish(failed(artifact, rule, halt_problem or problem))
 
     def verify_many(self, artifacts: Sequence[Artifact]) -> list[Verdict]:
         """Verify a whole transaction; the order of verdicts is the order given."""

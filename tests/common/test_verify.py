@@ -211,3 +211,14 @@ def test_queued_packages_do_not_time_out(world) -> None:
     verdicts = verify(policy, *arts)
     assert time.monotonic() - start > 1.0  # 30 requests, 2 at a time, 0.1 s each: well past one deadline
     assert all(v.accepted for v in verdicts), [v.reason for v in verdicts if not v.accepted]
+
+
+def test_refuse_applies_policy_relaxations_and_logs(world, tmp_path) -> None:
+    from rebuildgate.model import Problem
+    _, policy = world(1, publish=False, arrays={"repository": [{"match": ["free"], "gate": False}]})
+    with Verifier(policy) as v:
+        blocked = v.refuse(artifact(repo="gated"), Problem("weak-checksum", "md5 only"))
+        free = v.refuse(artifact(repo="free"), Problem("weak-checksum", "md5 only"))
+    assert not blocked.allowed and "weak-checksum: md5 only" in blocked.reason
+    assert free.allowed
+    assert (tmp_path / "decisions.log").read_text().count("weak-checksum") >= 1

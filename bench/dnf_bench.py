@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Benchmark of the dnf plugin.  Run by hand: ``.venv/bin/python bench/dnf_bench.py [--quick]``.
+
+1. ``resolved()`` verification: the plugin's hook code (rebuildgate.dnf.gate)
+   on 20 and 200 packages, N = 1, 3, 5 HTTP rebuilders on 127.0.0.1 with 0
+   and 50 ms added latency per request.  Packages are stand-ins carrying
+   what hawkey gives the hook (NEVRA, sha256 from metadata, sourcerpm), so
+   the numbers are the library's work, not rpmbuild's.  Target from the
+   issue: 200 packages, N = 5, 50 ms in under 1.5 s.
+2. The whole ``dnf install`` of 20 real packages into a fresh installroot,
+   with and without the plugin (N = 3 rebuilders, 0 and 50 ms).
+
+Every row is the median of several runs; each run uses a new Verifier (new
+connections, no document cache: ``cache_dir = ""``), as a fresh dnf would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rebuildgate.dnf.gate import Gate  # noqa: E402
+from rebuildgate.policy import load_policy  # noqa: E402
+from tests.dnf_plugin.harness import DnfSandbox  # noqa: E402
+from tests.support.packages import build_rpm, make_rpm_repo  # noqa: E402
+from tests.support.policy import write_policy  # noqa: E402
+from tests.support.rebuilders import FakeRebuilder, make_rebuilders  # noqa: E402
+from tests.support.server import RebuilderServer  # noqa: E402
+
+#: Concurrent evidence requests.  200 packages x 5 rebuilders at 50 ms is
+#: 50 s of waiting in total; the target needs ~40+ requests in flight.
+MAX_WORKERS = 64
+TARGET = (200, 5, 0.05, 1.5)  # packages, rebuilders, latency, seconds
+
+
+@dataclass
+class StandIn:
+    """What the hook reads from a hawkey package."""
+
+    name: str
+    version: str
+    release: str
+    chksum: tuple[str, bytes]
+    epoch: int = 0
+    arch: str = "noarch"
+    sourcerpm: str | None = None
+    reponame: str = "bench"
+
+    def __str__(self) -> str:
+        return f"{self.name}-{self.version}-{self.release}.{self.arch}"
+
+
+def _serve_forever(roots: list[Path], conn: Connection) -> None:
+    """Child process: serve *roots*, send the URLs, obey ("latency", s) / ("stop",)."""
+    servers = [RebuilderServer(root).start() for root in roots]
+    conn.send([s.url for s in servers])
+    try:
+        while True:
+            message = conn.recv()
+            if message[0] == "latency":
+                for server in servers:
+                    server.latency = message[1]
+                conn.send("ok")
+            else:
+                break
+    finally:
+        for server in servers:
+            server.stop()
+
+
+class RemoteServers:
+    """RebuilderServers in a child process, so that serving does not compete
+    with the verifier for this process's GIL (real rebuilders are elsewhere)."""
+
+    def __init__(self, roots: list[Path]) -> None:
+        self._conn, child = multiprocessing.get_context("fork").Pipe()
+        self._process = multiprocessing.get_context("fork").Process(
+            target=_serve_forever, args=(roots, child), daemon=True)
+        self._process.start()
+        if not self._conn.poll(30):
+            raise RuntimeError("rebuilder servers did not start")
+        self.urls: list[str] = self._conn.recv()
+
+    def latency(self, seconds: float) -> None:
+        self._conn.send(("latency", seconds))
+        self._conn.recv()
+
+    def close(self) -> None:
+        try:
+            self._conn.send(("stop",))
+        except OSError:
+            pass
+        self._process.join(10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(5)
+
+
+class Rig:
+    """N rebuilders that attest every package of the largest set, reused across rows."""
+
+    def __init__(self, base: Path, packages: int, count: int) -> None:
+        self.rebuilders = make_rebuilders(base / "rebuilders", count)  # trees + keys
+        self.packages: list[StandIn] = []
+        for i in range(packages):
+            content = f"package {i}\n".encode()
+            name = f"pkg{i:03d}"
+            self.packages.append(StandIn(name, "1.0", "1", ("sha256", hashlib.sha256(content).digest()),
+                                         sourcerpm=f"{name}-1.0-1.src.rpm"))
+            for rb in self.rebuilders:
+                rb.publish(name, "1.0-1", {f"{name}-1.0-1.noarch.rpm": content})
+        self.remote = RemoteServers([rb.root for rb in self.rebuilders])
+
+    def latency(self, seconds: float) -> None:
+        self.remote.latency(seconds)
+
+    def policy(self, path: Path, count: int, max_workers: int = MAX_WORKERS) -> Path:
+        entries = []
+        for rb, url in list(zip(self.rebuilders, self.remote.urls))[:count]:
+            entry = rb.entry()
+            entry.url = url
+            entries.append(entry)
+        return write_policy(path, entries, threshold=count // 2 + 1,
+                            fetch={"max_workers": max_workers, "deadline": 30.0, "read_timeout": 10.0})
+
+    def close(self) -> None:
+        self.remote.close()
+
+
+def time_resolved(policy: Path, packages: list[StandIn], runs: int) -> float:
+    """Median seconds of Gate.resolved() over *runs*, checking every package passed."""
+    times = []
+    for _ in range(runs):
+        gate = Gate(load_policy(policy))
+        started = time.perf_counter()
+        verdicts = gate.resolved(packages)
+        times.append(time.perf_counter() - started)
+        assert len(verdicts) == len(packages) and all(v.accepted for v in verdicts), "bench setup broken"
+    return statistics.median(times)
+
+
+def bench_resolved(base: Path, quick: bool) -> list[tuple[int, int, float, float]]:
+    sizes = (20, 200)
+    counts = (1, 3, 5)
+    latencies = (0.0, 0.05)
+    runs = 3 if quick else 7
+    rig = Rig(base, max(sizes), max(counts))
+    rows = []
+    try:
+        for latency in latencies:
+            rig.latency(latency)
+            for count in counts:
+                policy = rig.policy(base / f"policy-{count}.toml", count)
+                for size in sizes:
+                    rows.append((size, count, latency, time_resolved(policy, rig.packages[:size], runs)))
+        # The same target point with the library's default worker count, for comparison.
+        rig.latency(TARGET[2])
+        default_policy = rig.policy(base / "policy-default-workers.toml", TARGET[1], max_workers=16)
+        default = time_resolved(default_policy, rig.packages[:TARGET[0]], runs)
+    finally:
+        rig.close()
+    print(f"\nresolved() verification, median of {runs} runs (max_workers = {MAX_WORKERS})")
+    print(f"{'packages':>8} {'rebuilders':>10} {'latency':>8} {'median':>9}")
+    for size, count, latency, seconds in rows:
+        mark = ""
+        if (size, count, latency) == TARGET[:3]:
+            mark = "  <- target < 1.5 s: " + ("met" if seconds < TARGET[3] else "MISSED")
+        print(f"{size:>8} {count:>10} {latency * 1000:>6.0f}ms {seconds:>8.3f}s{mark}")
+    print(f"(same target point with max_workers = 16, the library default: {default:.3f}s)")
+    return rows
+
+
+def bench_install(base: Path, quick: bool) -> None:
+    count, runs = 20, (3 if quick else 5)
+    servers: list[RebuilderServer] = []
+
+    def serve(root: Path) -> RebuilderServer:
+        server = RebuilderServer(root).start()
+        servers.append(server)
+        return server
+
+    try:
+        rebuilders: list[FakeRebuilder] = make_rebuilders(base / "rebuilders", 3, serve)
+        rpms = [build_rpm(base / "rpms", f"bench{i:02d}", "1.0") for i in range(count)]
+        for rpm in rpms:
+            for rb in rebuilders:
+                rb.publish(rpm.name.split("-1.0-1")[0], "1.0-1", {rpm.name: rpm.read_bytes()})
+        repo_server = serve(make_rpm_repo(base / "repo", rpms))
+        names = [rpm.name.split("-1.0-1")[0] for rpm in rpms]
+        policy = write_policy(base / "policy.toml", [r.entry() for r in rebuilders], threshold=2,
+                              fetch={"max_workers": MAX_WORKERS})
+        print(f"\nwhole `dnf install` of {count} packages, fresh installroot, median of {runs} runs")
+        print(f"{'plugin':>8} {'latency':>8} {'median':>9}")
+        for latency in (0.0, 0.05):
+            for server in servers[:-1]:
+                server.latency = latency
+            for plugin in (False, True):
+                times = []
+                for i in range(runs):
+                    box = DnfSandbox(base / f"box-{plugin}-{latency}-{i}", {"bench": f"{repo_server.url}/"},
+                                     policy if plugin else None, plugin=plugin)
+                    result = box.run("install", *names)
+                    assert result.returncode == 0, str(result)
+                    times.append(result.seconds)
+                print(f"{'with' if plugin else 'without':>8} {latency * 1000:>6.0f}ms "
+                      f"{statistics.median(times):>8.3f}s")
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs per row")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="rbg-dnf-bench-") as tmp:
+        base = Path(tmp)
+        bench_resolved(base / "resolved", args.quick)
+        bench_install(base / "install", args.quick)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""What the dnf plugin does with a transaction, in terms of the library.
+
+:mod:`rebuildgate.dnf.plugin` is the file dnf loads; it only finds the
+library and turns every failure into ``dnf.exceptions.Error``.  This module
+is imported by it *inside* the hooks, once the library is importable, and
+does the translation both ways:
+
+* dnf package objects (hawkey packages, duck-typed here so the benchmark and
+  the unit tests can pass plain objects) become
+  :class:`~rebuildgate.model.Artifact` records;
+* the library's :class:`~rebuildgate.decide.Verdict` records become the
+  table dnf prints after ``Error:``, or warnings.
+
+It holds no trust rule of its own.  Which repositories are gated, how many
+votes are needed, audit mode and the allowlist all come from the policy
+through the core; the only judgement made here is which of dnf's package
+checksums can name the file at all (``PRE_DOWNLOAD_TYPES`` and its neighbours).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from rebuildgate.decide import Verdict
+from rebuildgate.errors import one_line
+from rebuildgate.model import Artifact, Problem
+from rebuildgate.pkginfo import file_digests, sourcerpm_name
+from rebuildgate.policy import Policy, load_policy
+from rebuildgate.verify import DEFAULT_LOG, Verifier
+
+#: dnf's logger; the plugin's own child logger propagates to its handlers.
+log = logging.getLogger("dnf.plugin.rebuildgate")
+
+#: Checksum types a repository may give that bind the file before download.
+#: An Artifact always carries a sha256, so that is the one type usable then.
+PRE_DOWNLOAD_TYPES = ("sha256",)
+#: Strong types the core cannot take without a sha256: such packages are
+#: verified after download, by hashing the file (in ``pre_transaction``).
+AFTER_DOWNLOAD_TYPES = ("sha384", "sha512")
+#: Types too weak to name a file: a gated package with only these is refused.
+WEAK_TYPES = ("md5", "sha1", "sha224")
+
+#: Oldest in-toto and securesystemslib the library works with (pyproject).
+MIN_VERSIONS = {"in_toto": 3, "securesystemslib": 1}
+
+
+#: Stands in for a hash where the core needs an Artifact but no hash is
+#: compared (policy lookups, refusals): it can match no rebuilder's product.
+_NO_HASH = "0" * 64
+
+
+class Blocked(Exception):
+    """The transaction must not go on; the message is what dnf prints.
+
+    Unlike the library's errors this message may span lines: it is the
+    table of blocked packages the issue asks for.
+    """
+
+
+class LibraryError(Exception):
+    """The library was imported, but from an unusable environment."""
+
+
+def check_environment() -> None:
+    """Refuse to run on the in-toto / securesystemslib that dnf's Python sees first.
+
+    ``/usr/bin/dnf`` runs the system Python, whose dist-packages may hold
+    Debian's in-toto 1.3 and securesystemslib 0.26 (FIELD-NOTES, "A trap in
+    the venv").  The plugin puts ``library_path`` first on ``sys.path``; this
+    check makes a remaining mix-up a clear error instead of odd verdicts.
+    """
+    import importlib
+
+    for module, minimum in MIN_VERSIONS.items():
+        mod = importlib.import_module(module)
+        version = str(getattr(mod, "__version__", "0"))
+        try:
+            major = int(version.split(".", 1)[0])
+        except ValueError:
+            major = 0
+        if major < minimum:
+            raise LibraryError(
+                f"rebuildgate needs {module.replace('_', '-')}>={minimum}, but Python imported "
+                f"{version} from {getattr(mod, '__file__', '?')}; set library_path in "
+                "rebuildgate.conf to the site-packages that holds rebuildgate and its dependencies")
+
+
+@dataclass(frozen=True)
+class PackageFacts:
+    """What dnf knows about one package to be installed, as plain data.
+
+    Reading everything once from the hawkey object keeps the hawkey API in
+    one place (:func:`package_facts`) and lets tests build facts by hand.
+    """
+
+    nevra: str
+    name: str
+    epoch: int
+    version: str
+    release: str
+    arch: str
+    sourcerpm: str | None
+    reponame: str
+    checksum_type: str | None  # lower-case name: "sha256", "sha1", ...; None = none
+    checksum: str | None  # hex
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Identifies the package across hooks (the hawkey objects may differ)."""
+        return (self.nevra, self.reponame)
+
+    @property
+    def full_version(self) -> str:
+        """``epoch:version-release``, the epoch only when nonzero (rpm's convention)."""
+        vr = f"{self.version}-{self.release}"
+        return f"{self.epoch}:{vr}" if self.epoch else vr
+
+    @property
+    def filename(self) -> str:
+        """The file name rpmbuild gives the package, as rebuilders list it: no epoch."""
+        return f"{self.name}-{self.version}-{self.release}.{self.arch}.rpm"
+
+    def artifact(self, sha256: str, sha512: str | None = None) -> Artifact:
+        return Artifact(
+            filename=self.filename,
+            sha256=sha256.lower(),
+            name=self.name,
+            source=sourcerpm_name(self.sourcerpm or "") or None,
+            version=self.full_version,
+            arch=self.arch,
+            repo=self.reponame,
+            sha512=sha512.lower() if sha512 else None,
+        )
+
+
+def _checksum_name(kind: Any) -> str:
+    """hawkey's checksum type constant -> lower-case name ("sha256")."""
+    if isinstance(kind, str):
+        return kind.lower()
+    import hawkey
+
+    return str(hawkey.chksum_name(kind)).lower()
+
+
+def package_facts(pkg: Any) -> PackageFacts:
+    """Read a dnf/hawkey package (or anything with the same attributes)."""
+    chksum = pkg.chksum  # (hawkey type, raw bytes), or None for @commandline
+    ctype = cval = None
+    if chksum:
+        kind, raw = chksum
+        ctype = _checksum_name(kind)
+        cval = raw.hex() if isinstance(raw, (bytes, bytearray)) else str(raw).lower()
+    return PackageFacts(
+        nevra=str(pkg),
+        name=str(pkg.name),
+        epoch=int(pkg.epoch or 0),
+        version=str(pkg.version),
+        release=str(pkg.release),
+        arch=str(pkg.arch),
+        sourcerpm=str(pkg.sourcerpm) if pkg.sourcerpm else None,
+        reponame=str(pkg.reponame),
+        checksum_type=ctype,
+        checksum=cval,
+    )
+
+
+def dnf_proxy(conf: Any) -> str | None:
+    """The proxy URL dnf itself uses (``proxy=``, ``proxy_username``/``password``).
+
+    Evidence must travel the same way as packages: in a Qubes template the
+    updates proxy is the only way out (FIELD-NOTES).
+    """
+    proxy = str(getattr(conf, "proxy", "") or "").strip()
+    if not proxy or proxy.lower() == "_none_":
+        return None
+    if "://" not in proxy:
+        proxy = "http://" + proxy  # dnf/libcurl's default scheme
+    user = str(getattr(conf, "proxy_username", "") or "")
+    password = str(getattr(conf, "proxy_password", "") or "")
+    parts = urlsplit(proxy)
+    if user and "@" not in parts.netloc:
+        userinfo = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
+        parts = parts._replace(netloc=f"{userinfo}@{parts.netloc}")
+    return urlunsplit(parts)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What ``resolved()`` settled for one package, re-used by ``pre_transaction()``.
+
+    ``sha256`` is the hash that was verified before download, or None when
+    the repository gave no usable checksum (the file is verified once it is
+    on disk).
+    """
+
+    facts: PackageFacts
+    verdict: Verdict | None
+    sha256: str | None
+
+
+@dataclass
+class Gate:
+    """The plugin's state across the hooks of one dnf run.
+
+    ``resolved()`` verifies everything it can from repository metadata in
+    one batch, before any download.  ``pre_transaction()`` hashes the files
+    dnf is about to hand to rpm: a file must be the one that was verified
+    (else it is verified again under its real hash), and packages that had
+    no usable repository checksum are verified now.
+    """
+
+    policy: Policy
+    proxy: str | None = None
+    clock: Callable[[], float] = time.monotonic
+    checked: dict[tuple[str, str], Checked] = field(default_factory=dict)
+    last_duration: float = 0.0
+
+    @classmethod
+    def load(cls, policy_path: str | None, proxy: str | None) -> "Gate":
+        """Load the policy (ConfigError on a bad one) and route library warnings to dnf."""
+        _forward_library_log()
+        return cls(load_policy(policy_path or None), proxy)
+
+    # -- the hooks -------------------------------------------------------
+
+    def resolved(self, packages: Iterable[Any]) -> list[Verdict]:
+        """Verify the install set of a resolved transaction; raise Blocked if any fails."""
+        facts = [package_facts(p) for p in packages]
+        if not facts:
+            return []
+        started = self.clock()
+        ready: list[PackageFacts] = []
+        weak: list[PackageFacts] = []
+        for f in facts:
+            if f.checksum and f.checksum_type in PRE_DOWNLOAD_TYPES:
+                ready.append(f)
+            elif f.checksum and f.checksum_type not in AFTER_DOWNLOAD_TYPES:
+                weak.append(f)  # md5, sha1, sha224 or unknown: cannot name the file
+            else:
+                self.checked[f.key] = Checked(f, None, None)  # @commandline, sha512: after download
+        verdicts: list[Verdict] = []
+        if ready or weak:
+            with Verifier(self.policy, self.proxy) as verifier:
+                verdicts = verifier.verify_many([f.artifact(f.checksum or "") for f in ready])
+                verdicts += [self._refuse_weak(verifier, f) for f in weak]
+        for f, v in zip(ready, verdicts):
+            self.checked[f.key] = Checked(f, v, v.artifact.sha256)
+        for f, v in zip(weak, verdicts[len(ready):]):
+            self.checked[f.key] = Checked(f, v, None)
+        self.last_duration = self.clock() - started
+        log.debug("rebuildgate: verified %d package(s) in %.3fs", len(verdicts), self.last_duration)
+        self._judge(verdicts, "before download", "Nothing was downloaded or installed.")
+        return verdicts
+
+    def pre_transaction(self, packages: Iterable[Any]) -> list[Verdict]:
+        """Check the files rpm is about to install; raise Blocked if any fails."""
+        todo: list[Artifact] = []
+        notes: dict[tuple[str, str | None], str] = {}
+        for pkg in packages:
+            f = package_facts(pkg)
+            if not self._gated(f):
+                continue  # the policy does not gate this repository: nothing to check
+            checked = self.checked.get(f.key)
+            verified = checked.sha256 if checked else None
+            path = Path(pkg.localPkg())
+            if verified:
+                sha256 = _sha256(path)
+                if sha256 == verified:
+                    continue  # the file is the one that was verified
+                notes[(f.filename, f.reponame)] = (
+                    f"{path} has sha256 {sha256[:16]}..., not the {verified[:16]}... "
+                    "verified before download")
+            sha256, sha512 = file_digests(path)
+            todo.append(f.artifact(sha256, sha512))
+        if not todo:
+            return []
+        with Verifier(self.policy, self.proxy) as verifier:
+            verdicts = verifier.verify_many(todo)
+        self._judge(verdicts, "before installing", "Nothing was installed.", notes)
+        return verdicts
+
+    # -- helpers ---------------------------------------------------------
+
+    def _gated(self, f: PackageFacts) -> bool:
+        """Whether the policy gates the package's repository (the core decides)."""
+        return self.policy.resolve(f.artifact(_NO_HASH)).rule.gated
+
+    def _refuse_weak(self, verifier: Verifier, f: PackageFacts) -> Verdict:
+        """A verdict for a package whose repository checksum cannot bind the file.
+
+        The core decides what that means (ungated repository: fine; audit
+        mode or allowlist: let through and logged; else blocked), exactly as
+        for a package without votes.
+        """
+        artifact = f.artifact(_NO_HASH)  # never compared: no evidence is fetched
+        if f.checksum_type in WEAK_TYPES:
+            why = f"repository metadata gives only a {f.checksum_type} checksum, weaker than sha256"
+        else:
+            why = f"repository metadata gives only a {f.checksum_type} checksum, a type rebuildgate cannot use"
+        return verifier.refuse(artifact, Problem("weak-checksum", f"{why}; it cannot name the file"))
+
+    def _judge(self, verdicts: Sequence[Verdict], when: str, footer: str,
+               notes: dict[tuple[str, str | None], str] | None = None) -> None:
+        blocked = [v for v in verdicts if not v.allowed]
+        relaxed = [v for v in verdicts if v.allowed and not v.accepted]
+        if relaxed:
+            log.warning("rebuildgate: %d package(s) do not meet the policy but are let through "
+                        "(%s); decision log: %s", len(relaxed),
+                        ", ".join(sorted({v.relaxed_by or "?" for v in relaxed})), self.log_path)
+        if blocked:
+            raise Blocked(format_blocked(blocked, len(verdicts), when, footer, self.policy, notes or {}))
+
+    @property
+    def log_path(self) -> Path:
+        return self.policy.log or DEFAULT_LOG
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _nevra(a: Artifact) -> str:
+    """name-[epoch:]version-release.arch, as dnf prints packages."""
+    return f"{a.name}-{a.version}.{a.arch}" if a.name and a.version and a.arch else a.filename
+
+
+def failing_rebuilders(v: Verdict) -> list[str]:
+    """Rebuilders that did not vote, each with why ("conflict", "missing", "timeout"...)."""
+    out: dict[str, list[str]] = {}
+    for c in v.conflicts:
+        out.setdefault(c.rebuilder, []).append("conflict")
+    for name in v.missing:
+        out.setdefault(name, []).append("missing")
+    for name, problem in v.errors:
+        out.setdefault(name, []).append(problem.kind)
+    return [f"{name} ({', '.join(dict.fromkeys(kinds))})" for name, kinds in out.items()]
+
+
+def format_blocked(blocked: Sequence[Verdict], total: int, when: str, footer: str,
+                   policy: Policy, notes: dict[tuple[str, str | None], str]) -> str:
+    """The message after ``Error:``: one line of context, a table, one line of advice."""
+    header = ("PACKAGE", "SHA256", "VOTES", "CONFLICTS", "FAILING REBUILDERS", "REASON")
+    rows = []
+    for v in sorted(blocked, key=lambda v: _nevra(v.artifact)):
+        reason = v.reason
+        note = notes.get((v.artifact.filename, v.artifact.repo))
+        if note:
+            reason = f"{note}; {reason}"
+        rows.append((
+            _nevra(v.artifact),
+            v.artifact.sha256[:16] if v.artifact.sha256 != _NO_HASH else "-",
+            f"{v.vote_count}/{v.threshold}",
+            f"{v.conflict_count} (max {v.max_conflicts})",
+            ", ".join(failing_rebuilders(v)) or "-",
+            one_line(reason),
+        ))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  " + "  ".join(c.ljust(w) for c, w in zip(cells, widths)) + "  " + cells[-1]
+
+    text = [f"rebuildgate blocked {len(blocked)} of {total} package(s) {when} "
+            f"(policy {policy.path}):", line(header), *(line(r) for r in rows),
+            f"{footer} Decision log: {policy.log or DEFAULT_LOG}"]
+    return "\n".join(t.rstrip() for t in text)
+
+
+class _ToDnf(logging.Handler):
+    """Hands the library's log records (audit-mode warnings) to dnf's logger."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            log.handle(record)
+        except Exception:  # noqa: BLE001 - logging must never break the gate
+            self.handleError(record)
+
+
+def _forward_library_log() -> None:
+    """Show the core's warnings where dnf shows its own, once (not via Python's last resort)."""
+    lib = logging.getLogger("rebuildgate")
+    if not any(isinstance(h, _ToDnf) for h in lib.handlers):
+        lib.addHandler(_ToDnf())
+        lib.propagate = False

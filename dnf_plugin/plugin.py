@@ -1,0 +1,159 @@
+"""rebuildgate for DNF 4: refuse to install packages that rebuilders do not attest.
+
+Install this file as ``<pluginpath>/rebuildgate.py`` (Debian and Fedora:
+``/usr/lib/python3/dist-packages/dnf-plugins/`` resp.
+``/usr/lib/python3.X/site-packages/dnf-plugins/``) and its configuration as
+``<pluginconfpath>/rebuildgate.conf`` (``/etc/dnf/plugins/``)::
+
+    [main]
+    enabled = 1
+    # policy = /etc/rebuildgate/policy.toml   (else $REBUILDGATE_POLICY, else this default)
+    # library_path = /opt/rebuildgate/venv/lib/python3.11/site-packages
+
+When it runs:
+
+* ``resolved()`` - after dependency resolution, before anything is
+  downloaded - verifies every package ``install``, ``upgrade``,
+  ``downgrade``, ``reinstall``, ``distro-sync`` (and obsoletes, group and
+  history operations) would bring in, in one parallel batch, using the
+  checksum from the repository metadata.
+* ``pre_transaction()`` - after download and rpm's transaction test, before
+  rpm installs anything - hashes the files: each must be the one verified,
+  and packages that had no usable repository checksum (``dnf install
+  ./local.rpm``, sha512 repositories) are verified now.
+
+Removals are never blocked and never even load the policy, so a broken
+policy cannot keep an admin from removing packages (or this plugin).
+
+``dnf install --downloadonly`` resolves first, so it is gated like an
+install.  ``dnf download`` is not: it never resolves a transaction and never
+calls ``resolved()``, so it fetches packages without any check.  That is
+harmless by itself - downloading installs nothing - and a package fetched
+that way and installed later with ``dnf install ./file.rpm`` is checked
+then, in ``pre_transaction()``.
+
+Why this file is so small and imports only ``dnf`` at module level: dnf
+logs a module-level import error as "Failed loading plugin" and then
+installs without the plugin, and any exception from a hook other than
+``dnf.exceptions.Error`` is printed and ignored.  So the library is imported
+inside the hooks, and every failure there - library missing, bad policy,
+network, a bug - becomes ``dnf.exceptions.Error``: fail closed.
+
+``/usr/bin/dnf`` runs the system Python, which does not see a virtualenv.
+``library_path`` names a site-packages directory to use; it is added with
+:func:`site.addsitedir` (so the ``.pth`` files of an editable install work)
+and put in *front* of ``sys.path``: Debian's in-toto 1.3 and
+securesystemslib 0.26 in ``/usr/lib/python3/dist-packages`` must not shadow
+the versions the library needs.
+"""
+
+from __future__ import annotations
+
+import dnf
+import dnf.exceptions
+
+PLUGIN_NAME = "rebuildgate"
+_HINT = "nothing was installed; fix it, or bypass the gate with --disableplugin=rebuildgate"
+
+
+class Rebuildgate(dnf.Plugin):
+    """Blocks the transaction unless M of N rebuilders attest each package to install."""
+
+    name = PLUGIN_NAME
+
+    def __init__(self, base: dnf.Base, cli: dnf.cli.Cli | None) -> None:
+        super().__init__(base, cli)
+        self._gate = None  # rebuildgate.dnf.gate.Gate, made in the first hook that needs it
+
+    # -- hooks -----------------------------------------------------------
+
+    def resolved(self) -> None:
+        self._guard("resolved", "checking packages before download")
+
+    def pre_transaction(self) -> None:
+        self._guard("pre_transaction", "checking package files before installing")
+
+    # -- plumbing --------------------------------------------------------
+
+    def _install_set(self) -> list[dnf.package.Package]:
+        """Packages the transaction installs, upgrades, downgrades or reinstalls."""
+        transaction = self.base.transaction
+        if transaction is None:
+            return []
+        return sorted(transaction.install_set, key=str)
+
+    def _guard(self, hook: str, what: str) -> None:
+        """Run the gate's *hook* on the install set; anything that goes wrong stops dnf (fail closed)."""
+        import sys
+
+        try:
+            packages = self._install_set()
+            if packages:  # removals only: nothing to check, and no policy needed
+                getattr(self._load_gate(), hook)(packages)
+        except dnf.exceptions.Error:
+            raise
+        except Exception as e:  # noqa: BLE001 - every failure must block, not be logged and ignored
+            gate = sys.modules.get("rebuildgate.dnf.gate")
+            if gate is not None and isinstance(e, gate.Blocked):
+                raise dnf.exceptions.Error(str(e)) from None  # the table of blocked packages
+            detail = " ".join(str(e).split()) or type(e).__name__
+            errors = sys.modules.get("rebuildgate.errors")
+            known = (_NoLibrary, *((errors.RebuildgateError,) if errors else ()),
+                     *((gate.LibraryError,) if gate else ()))
+            if not isinstance(e, known):  # a bug or an unexpected failure: say what it was
+                detail = f"{type(e).__name__}: {detail}"
+            raise dnf.exceptions.Error(f"rebuildgate: {what} failed: {detail[:600]}; {_HINT}") from None
+
+    def _settings(self) -> tuple[str | None, str | None]:
+        """``policy`` and ``library_path`` from ``[main]`` of rebuildgate.conf."""
+        parser = self.read_config(self.base.conf)
+        values = []
+        for key in ("policy", "library_path"):
+            value = parser.getValue("main", key) if parser.has_option("main", key) else ""
+            values.append(value.strip() or None)
+        return values[0], values[1]
+
+    def _load_gate(self) -> rebuildgate.dnf.gate.Gate:  # noqa: F821 - imported in the hook
+        """The gate for this dnf run: library imported, policy loaded (once)."""
+        if self._gate is None:
+            policy, library_path = self._settings()
+            gate_module = _import_library(library_path)
+            self._gate = gate_module.Gate.load(policy, gate_module.dnf_proxy(self.base.conf))
+        return self._gate
+
+
+class _NoLibrary(Exception):
+    """The rebuildgate library cannot be imported (message says why and where)."""
+
+
+def _import_library(library_path: str | None) -> types.ModuleType:  # noqa: F821
+    """Make ``rebuildgate`` importable from *library_path* and import the gate module.
+
+    The directory goes through :func:`site.addsitedir` (processing ``.pth``
+    files, which is how an editable install or a venv's extras are found);
+    every ``sys.path`` entry and import finder that adds is then moved to
+    the front, ahead of the system's dist-packages.
+    """
+    import os
+    import site
+    import sys
+
+    if library_path:
+        if not os.path.isdir(library_path):
+            raise _NoLibrary(f"library_path {library_path} (in {PLUGIN_NAME}.conf) is not a directory")
+        path_before, finders_before = list(sys.path), list(sys.meta_path)
+        site.addsitedir(library_path)
+        front = [p for p in sys.path if p not in path_before]
+        if not front:  # already present (second hook): still make sure it comes first
+            front = [p for p in sys.path if os.path.abspath(p) == os.path.abspath(library_path)]
+        sys.path[:] = front + [p for p in sys.path if p not in front]
+        finders = [f for f in sys.meta_path if f not in finders_before]
+        sys.meta_path[:] = finders + [f for f in sys.meta_path if f not in finders]
+    try:
+        from rebuildgate.dnf import gate
+    except ImportError as e:
+        where = f"library_path = {library_path}" if library_path else "no library_path set in rebuildgate.conf"
+        raise _NoLibrary(f"the rebuildgate library cannot be imported ({e}; {where}; "
+                         f"Python {sys.version.split()[0]} at {sys.executable})") from None
+    gate.check_environment()
+    return gate
