@@ -16,57 +16,29 @@ from rebuildgate.model import Artifact
 from rebuildgate.policy import load_policy
 from rebuildgate.verify import Verifier
 
+from tests.support.halts import LATER, HaltTeam
 from tests.support.links import digests
 from tests.support.policy import write_policy
 from tests.support.rebuilders import make_rebuilders
 
 NOW = dt.datetime.now(dt.timezone.utc)
-LATER = NOW + dt.timedelta(days=30)
 CONTENT = b"the package"
 FILE = "hello_1.0-1_all.deb"
 ART = Artifact(FILE, digests(CONTENT)["sha256"], name="hello", source="hello-src", version="1.0-1", arch="all",
                repo="deb.example/debian/pool/main/h/hello/hello_1.0-1_all.deb")
 
 
-class Team:
-    """Three halt signers (alice, bob, carol), K = 2, one file:// feed."""
+class Team(HaltTeam):
+    """A HaltTeam (K = 2 of alice, bob, carol) and one rebuilder attesting ART."""
 
-    def __init__(self, tmp_path: Path, tmp_keys, k: int = 2, **halt_extra) -> None:
+    def __init__(self, tmp_path: Path, k: int = 2, **halt_extra) -> None:
+        super().__init__(tmp_path, k, **halt_extra)
         self.tmp = tmp_path
-        self.keys = {name: tmp_keys("ed25519", name) for name in ("alice", "bob", "carol")}
-        self.feed = tmp_path / "feeds" / "halts.json"
-        self.feed.parent.mkdir(parents=True)
-        self.version = 0
         rbs = make_rebuilders(tmp_path, 1)
         rbs[0].publish("hello-src", "1.0-1", {FILE: CONTENT})
-        table = {"feeds": [f"file://{self.feed}"], "threshold": k, "state_dir": str(tmp_path / "state"),
-                 **halt_extra}
-        signers = [{"name": n, "keys": [str(key.public_pem)]} for n, key in self.keys.items()]
-        self.policy_path = write_policy(tmp_path / "policy.toml", [rbs[0].entry()],
-                                        tables={"halt": table}, arrays={"halt.signer": signers})
+        self.policy_path = write_policy(tmp_path / "policy.toml", [rbs[0].entry()], tables=self.tables(),
+                                        arrays=self.arrays())
         self.policy = load_policy(self.policy_path)
-
-    def signer(self, name: str):
-        return halt.load_signer(self.keys[name].private_pem)
-
-    def statement(self, *signers: str, ident: str = "H-1", action: str = "halt", version: int = 1,
-                  expires: dt.datetime = LATER, **match) -> bytes:
-        payload = halt.statement_payload(ident, action, version, f"reason for {ident}", expires,
-                                         everything=not match, **match)
-        doc = None
-        for name in signers:
-            doc = halt.sign_document(payload, self.signer(name),
-                                     json.loads(doc)["signatures"] if doc else None)
-        return doc or json.dumps({"signed": payload, "signatures": []}).encode()
-
-    def publish(self, *statements: bytes, version: int | None = None, signers=("alice",),
-                expires: dt.datetime = LATER) -> None:
-        self.version = version if version is not None else self.version + 1
-        payload = halt.feed_payload(self.version, expires, statements)
-        doc = None
-        for name in signers:
-            doc = halt.sign_document(payload, self.signer(name), json.loads(doc)["signatures"] if doc else None)
-        self.feed.write_bytes(doc or json.dumps({"signed": payload, "signatures": []}).encode())
 
     def verdict(self, artifact: Artifact = ART, **kw):
         with Verifier(self.policy, **kw) as v:
@@ -75,7 +47,7 @@ class Team:
 
 @pytest.fixture
 def team(tmp_path, tmp_keys) -> Team:
-    return Team(tmp_path, tmp_keys)
+    return Team(tmp_path)
 
 
 def test_no_halt_accepts(team) -> None:
@@ -98,7 +70,7 @@ def test_k_signatures_block_despite_all_votes(team) -> None:
 
 
 def test_audit_mode_does_not_lift_a_halt(tmp_path, tmp_keys) -> None:
-    t = Team(tmp_path, tmp_keys)
+    t = Team(tmp_path)
     t.policy_path.write_text(t.policy_path.read_text().replace("threshold = 1\n", 'threshold = 1\nmode = "audit"\n', 1))
     t.policy = load_policy(t.policy_path)
     assert t.policy.mode == "audit"
@@ -175,7 +147,7 @@ def test_expired_or_unsigned_feed_is_refused(team) -> None:
 
 def test_unreachable_feed_past_max_age_blocks_or_warns(tmp_path, tmp_keys, caplog) -> None:
     for stale in ("block", "warn"):
-        t = Team(tmp_path / stale, tmp_keys, max_age=60, stale=stale)
+        t = Team(tmp_path / stale, max_age=60, stale=stale)
         t.publish()
         assert t.verdict().accepted  # fresh: fine
         t.feed.unlink()  # feed unreachable from now on
@@ -189,7 +161,7 @@ def test_unreachable_feed_past_max_age_blocks_or_warns(tmp_path, tmp_keys, caplo
 
 
 def test_never_read_feed_counts_as_stale(tmp_path, tmp_keys) -> None:
-    t = Team(tmp_path, tmp_keys)
+    t = Team(tmp_path)
     v = t.verdict()  # no feed file at all
     assert not v.allowed and "no halt feed has ever been read" in v.reason
 
@@ -223,8 +195,9 @@ def test_what_a_halt_covers(team, match, covered) -> None:
 
 def test_unreadable_state_blocks(team) -> None:
     team.publish()
-    (team.tmp / "state").mkdir(exist_ok=True)
-    (team.tmp / "state" / halt.STATE_FILE).write_text("{broken")
+    state = team.policy.halt.state_dir
+    state.mkdir(exist_ok=True)
+    (state / halt.STATE_FILE).write_text("{broken")
     v = team.verdict()
     assert not v.allowed and "halt state" in v.reason
 
