@@ -27,6 +27,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -170,7 +171,7 @@ def load_gpg_keys(rebuilder: str, fingerprints: Iterable[str], keyring: Path, wh
             if primary.get("trust") == "r":
                 expired = "revoked"
             elif primary.get("trust") == "e" or (primary.get("expires") and
-                                                 float(primary["expires"]) < __import__("time").time()):
+                                                 float(primary["expires"]) < time.time()):
                 expired = "expired"
             identity = "openpgp:" + primary["fingerprint"].upper()
             ids = [primary["fingerprint"]] + [s[2] for s in primary.get("subkeys", []) if s[2]]

@@ -231,14 +231,28 @@ class Verifier:
         self._write_log(verdict)
         return verdict
 
+    def open_decision_log(self) -> str | None:
+        """Open the decision log now (it is kept open); return why not, if it failed.
+
+        Front ends that drop privileges call this first, while they can
+        still open a root-owned log; otherwise it is opened on first use.
+        """
+        with self._log_lock:
+            return self._open_log_locked()
+
+    def _open_log_locked(self) -> str | None:
+        if self._log_file is None and not self._log_warned:
+            self._log_file, error = open_log(self.policy)
+            if error:
+                self._log_warned = True
+                return error
+        return None
+
     def _write_log(self, verdict: Verdict) -> None:
         with self._log_lock:
-            if self._log_file is None and not self._log_warned:
-                self._log_file, error = open_log(self.policy)
-                if error:
-                    self._log_warned = True
-                    if self.policy.log or os.geteuid() == 0:
-                        log.warning("rebuildgate: %s", error)
+            error = self._open_log_locked()
+            if error and (self.policy.log or os.geteuid() == 0):
+                log.warning("rebuildgate: %s", error)
             if self._log_file is not None:
                 try:
                     self._log_file.write(log_line(verdict.to_json()))

@@ -222,3 +222,13 @@ def test_refuse_applies_policy_relaxations_and_logs(world, tmp_path) -> None:
     assert not blocked.allowed and "weak-checksum: md5 only" in blocked.reason
     assert free.allowed
     assert (tmp_path / "decisions.log").read_text().count("weak-checksum") >= 1
+
+
+def test_decision_log_opened_early_survives_losing_access(world, tmp_path) -> None:
+    """Front ends open the log before dropping privileges; later writes use that handle."""
+    _, policy = world(1)
+    with Verifier(policy) as v:
+        assert v.open_decision_log() is None
+        (tmp_path / "decisions.log").rename(tmp_path / "moved.log")  # the path is gone now
+        v.verify_many([artifact()])
+    assert json.loads((tmp_path / "moved.log").read_text().splitlines()[-1])["verdict"] == "accepted"
