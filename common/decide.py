@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 from urllib.parse import unquote
 
+from .errors import one_line
 from .model import Artifact, Problem, RebuilderReport, SignedLink
 
 #: Digest algorithms strong enough to bind a file.  Anything else is ignored.
@@ -119,7 +120,7 @@ class Verdict:
         state = self.verdict
         if self.relaxed_by and not self.accepted:
             state = f"blocked, allowed by {self.relaxed_by}"
-        return f"{self.artifact.label}: {state}: {self.reason}"
+        return one_line(f"{self.artifact.label}: {state}: {self.reason}", 4000)
 
     def to_json(self) -> dict:
         """The machine-readable form printed by ``rebuildgate verify --json``."""

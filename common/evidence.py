@@ -25,6 +25,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -148,6 +149,8 @@ def load_gpg_keys(rebuilder: str, fingerprints: Iterable[str], keyring: Path, wh
     import gnupg
     from securesystemslib.signer import GPGSigner
 
+    # python-gnupg logs gpg's exit codes itself; our ConfigError says it in one line.
+    logging.getLogger("gnupg").setLevel(logging.CRITICAL)
     wanted = [fp.upper() for fp in fingerprints]
     home = tempfile.mkdtemp(prefix="rbg-gpg-")
     try:

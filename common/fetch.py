@@ -24,14 +24,19 @@ URL layouts:
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
+import socket
+import stat
 import threading
-import urllib.request
 import time
+import urllib.request
+from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
 from .cache import DocumentCache
@@ -57,27 +62,184 @@ def _component(value: str | None, what: str) -> str:
 
     Names and versions come from repository metadata and package headers,
     which an attacker may control: a segment can never climb out of or
-    into another directory.
+    into another directory, and must be text a URL can carry.
     """
     if not value:
         raise FetchError(f"no {what} known for this package, cannot locate evidence")
-    if value in (".", "..") or "/" in value or "\\" in value or any(ord(c) < 32 for c in value):
+    if value in (".", "..") or "/" in value or "\\" in value or any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise FetchError(f"unsafe {what} {value[:60]!r} refused")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FetchError(f"{what} {value[:60]!r} is not valid UTF-8; refused") from None
     return value
 
 
+def location(url: str) -> str:
+    """The internal form of a policy URL: ``file://`` + a plain path, decoded once.
+
+    Evidence paths are built from raw, validated segments appended to this,
+    and read without any further URL decoding, so ``%41``, ``#`` or ``?`` in
+    a version stay what they are.  http(s) URLs are returned unchanged.
+    """
+    if url.startswith("file://"):
+        return "file://" + unquote(urlsplit(url).path)
+    return url
+
+
+# --------------------------------------------------------------------------
+# The deadline watchdog.  Per-read timeouts cannot stop a peer that sends one
+# header byte every few seconds; the watchdog shuts the socket down when the
+# request's deadline passes, whatever the request is doing.
+
+
+class _Guard:
+    """One request's deadline, and the socket to shut when it passes."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.sock: Any = None
+        self.fired = False
+        self.done = False
+        self._lock = threading.Lock()
+
+    def attach(self, sock: Any) -> None:
+        with self._lock:
+            self.sock = sock
+            fire = self.fired
+        if fire:
+            _shutdown(sock)
+
+    def fire(self) -> None:
+        with self._lock:
+            if self.done:
+                return
+            self.fired = True
+            sock = self.sock
+        if sock is not None:
+            _shutdown(sock)
+
+
+def _shutdown(sock: Any) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, ValueError):
+        pass
+
+
+class _Watchdog:
+    """One daemon thread that fires guards at their deadlines."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Guard]] = []
+        self._cond = threading.Condition()
+        self._counter = 0
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: float) -> _Guard:
+        guard = _Guard(deadline)
+        with self._cond:
+            self._counter += 1
+            heapq.heappush(self._heap, (deadline, self._counter, guard))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="rbg-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return guard
+
+    def disarm(self, guard: _Guard) -> None:
+        with guard._lock:
+            guard.done = True  # dropped from the heap when its time comes
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                wait = self._heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                _, _, guard = heapq.heappop(self._heap)
+                guard.fire()
+
+
+_WATCHDOG = _Watchdog()
+_current = threading.local()
+
+
+class _WatchedConnection:
+    """Hands the connection's socket to the current request's guard."""
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        guard = getattr(_current, "guard", None)
+        if guard is not None:
+            guard.attach(self.sock)
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+
+def _adapter(pool_maxsize: int) -> Any:
+    """A requests adapter whose connections are watched by the watchdog."""
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class WatchedHTTP(_WatchedConnection, HTTPConnection):
+        pass
+
+    class WatchedHTTPS(_WatchedConnection, HTTPSConnection):
+        pass
+
+    class HTTPPool(HTTPConnectionPool):
+        ConnectionCls = WatchedHTTP
+
+    class HTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = WatchedHTTPS
+
+    pools = {"http": HTTPPool, "https": HTTPSPool}
+
+    class Adapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+            manager = super().proxy_manager_for(proxy, **kwargs)
+            manager.pool_classes_by_scheme = pools
+            return manager
+
+    return Adapter(pool_connections=32, pool_maxsize=pool_maxsize, max_retries=0)
+
+
+class _Timeout(FetchError):
+    """A rebuilder that did not answer in time (trips the per-host breaker)."""
+
+
 class Transport:
-    """GET with limits, for http(s):// and file:// URLs; thread-safe."""
+    """GET with limits, for http(s):// and file:// locations; thread-safe.
+
+    Besides the limits in the module docstring:
+
+    * one request per URL: concurrent callers share it, and recent bodies
+      are kept (at most ``MEMO_BYTES``) for the other binaries of a source;
+    * a host that timed out once is not asked again by this Transport (one
+      apt or dnf run), so a dead rebuilder costs one deadline, not one per
+      package.
+    """
+
+    MEMO_BYTES = 8 * 1024 * 1024
 
     def __init__(self, settings: FetchSettings, proxy: str | None = None,
                  cache: DocumentCache | None = None) -> None:
         import requests
-        from requests.adapters import HTTPAdapter
 
         self.settings = settings
         self.cache = cache
         self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=32, pool_maxsize=max(settings.max_workers, 4), max_retries=0)
+        adapter = _adapter(max(settings.max_workers, 4))
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
@@ -88,7 +250,10 @@ class Transport:
         self.proxy = settings.proxy or proxy  # the policy's, else the package manager's
         self._env_proxies = {} if self.proxy else urllib.request.getproxies()
         self._proxies_by_host: dict[str, dict[str, str]] = {}
-        self._memo: dict[str, Future[bytes]] = {}
+        self._inflight: dict[str, Future[bytes]] = {}
+        self._done: OrderedDict[str, bytes | None] = OrderedDict()  # None: missing (404)
+        self._done_bytes = 0
+        self._tripped: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def proxies_for(self, url: str) -> dict[str, str]:
@@ -109,33 +274,50 @@ class Transport:
         self.session.close()
 
     def get(self, url: str, deadline: float, root: str | None = None, use_cache: bool = True) -> bytes:
-        """Fetch *url* once per Transport: concurrent callers share one request.
+        """Fetch *url* (an internal location, see :func:`location`).
 
-        ``use_cache=False`` skips the on-disk cache (halt feeds must be fresh).
+        ``root`` bounds file:// reads; ``use_cache=False`` skips the on-disk
+        cache (halt feeds must be fresh).
         """
         with self._lock:
-            fut = self._memo.get(url)
+            if url in self._done:
+                body = self._done[url]
+                self._done.move_to_end(url)
+                if body is None:
+                    raise EvidenceMissing(f"no evidence at {url}")
+                return body
+            fut = self._inflight.get(url)
             owner = fut is None
             if owner:
-                if len(self._memo) > 4096:
-                    self._memo.clear()
-                fut = self._memo[url] = Future()
+                fut = self._inflight[url] = Future()
         if not owner:
-            remaining = deadline - time.monotonic()
             try:
-                return fut.result(timeout=max(remaining, 0.0))
+                return fut.result(timeout=max(deadline - time.monotonic(), 0.0))
             except TimeoutError:
                 raise FetchError(f"no answer within the deadline from {url}") from None
         try:
             body = self._get(url, deadline, root, use_cache)
-        except BaseException as e:
+        except EvidenceMissing as e:
+            self._remember(url, None)
             fut.set_exception(e)
-            if not isinstance(e, EvidenceMissing):
-                with self._lock:  # transient errors are retried by the next caller
-                    self._memo.pop(url, None)
             raise
+        except BaseException as e:
+            with self._lock:  # transient errors are retried by the next caller
+                self._inflight.pop(url, None)
+            fut.set_exception(e)
+            raise
+        self._remember(url, body)
         fut.set_result(body)
         return body
+
+    def _remember(self, url: str, body: bytes | None) -> None:
+        with self._lock:
+            self._inflight.pop(url, None)
+            self._done[url] = body
+            self._done_bytes += len(body or b"")
+            while self._done_bytes > self.MEMO_BYTES and self._done:
+                _, old = self._done.popitem(last=False)
+                self._done_bytes -= len(old or b"")
 
     def _get(self, url: str, deadline: float, root: str | None, use_cache: bool) -> bytes:
         if url.startswith("file://"):
@@ -145,34 +327,59 @@ class Transport:
             cached = cache.get(url)
             if cached is not None:
                 return cached
-        body = self._http(url, deadline)
+        host = urlsplit(url).netloc
+        tripped = self._tripped.get(host)
+        if tripped:
+            raise FetchError(f"{host} not asked again: it timed out earlier in this run ({tripped})")
+        try:
+            body = self._http(url, deadline)
+        except _Timeout as e:
+            self._tripped.setdefault(host, str(e)[:120])
+            raise
         if cache:
             cache.put(url, body)
         return body
 
     def _read_file(self, url: str, root: str | None) -> bytes:
-        path = Path(unquote(urlsplit(url).path))
-        base = Path(unquote(urlsplit(root).path)) if root else path.parent
+        """Read a local evidence file: a regular file inside *root*, never a FIFO or device."""
+        path = Path(url[len("file://"):])
+        base = Path(root[len("file://"):]) if root and root.startswith("file://") else path.parent
         try:
             real, real_base = path.resolve(strict=True), base.resolve(strict=True)
         except FileNotFoundError:
             raise EvidenceMissing(f"no evidence at {path}") from None
-        except (OSError, RuntimeError) as e:
+        except (OSError, RuntimeError, ValueError) as e:
             raise FetchError(f"cannot read {path}: {e}") from None
         if real != real_base and real_base not in real.parents:
             raise FetchError(f"{path} leads outside the evidence directory {base}")
         try:
-            with open(real, "rb") as f:
-                body = f.read(self.settings.max_bytes + 1)
-        except IsADirectoryError:
-            raise EvidenceMissing(f"no evidence at {path} (a directory)") from None
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
         except OSError as e:
             raise FetchError(f"cannot read {path}: {e.strerror or e}") from None
+        with os.fdopen(fd, "rb") as f:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise EvidenceMissing(f"no evidence at {path} (a directory)")
+            if not stat.S_ISREG(mode):
+                raise FetchError(f"{path} is not a regular file; refused")
+            try:
+                body = f.read(self.settings.max_bytes + 1)
+            except OSError as e:
+                raise FetchError(f"cannot read {path}: {e.strerror or e}") from None
         if len(body) > self.settings.max_bytes:
             raise FetchError(f"{path} is larger than max_bytes ({self.settings.max_bytes})")
         return body
 
     def _http(self, url: str, deadline: float) -> bytes:
+        guard = _WATCHDOG.arm(deadline)
+        _current.guard = guard
+        try:
+            return self._http_guarded(url, deadline, guard)
+        finally:
+            _current.guard = None
+            _WATCHDOG.disarm(guard)
+
+    def _http_guarded(self, url: str, deadline: float, guard: _Guard) -> bytes:
         import requests
 
         s = self.settings
@@ -180,20 +387,22 @@ class Transport:
         for _ in range(MAX_REDIRECTS + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise FetchError(f"deadline of {s.deadline:g}s passed before {current} answered")
+                raise _Timeout(f"deadline of {s.deadline:g}s passed before {current} answered")
             timeout = (min(s.connect_timeout, remaining), min(s.read_timeout, remaining))
             try:
                 resp = self.session.get(current, stream=True, timeout=timeout, allow_redirects=False,
                                         proxies=self.proxies_for(current))
             except requests.exceptions.ConnectTimeout:
-                raise FetchError(f"connect to {_host(current)} timed out") from None
+                raise _Timeout(f"connect to {_host(current)} timed out") from None
             except requests.exceptions.ReadTimeout:
-                raise FetchError(f"{_host(current)} did not answer within {timeout[1]:g}s") from None
-            except requests.exceptions.ProxyError as e:
-                raise FetchError(f"proxy refused {current}: {_short(e)}") from None
-            except requests.exceptions.ConnectionError as e:
-                raise FetchError(f"cannot connect to {_host(current)}: {_short(e)}") from None
+                raise _Timeout(f"{_host(current)} did not answer within {timeout[1]:g}s") from None
             except requests.exceptions.RequestException as e:
+                if guard.fired:
+                    raise _Timeout(f"{_host(current)} did not answer within the deadline of {s.deadline:g}s") from None
+                if isinstance(e, requests.exceptions.ProxyError):
+                    raise FetchError(f"proxy refused {current}: {_short(e)}") from None
+                if isinstance(e, requests.exceptions.ConnectionError):
+                    raise FetchError(f"cannot connect to {_host(current)}: {_short(e)}") from None
                 raise FetchError(f"request to {current} failed: {_short(e)}") from None
             try:
                 if resp.status_code in (301, 302, 303, 307, 308):
@@ -211,7 +420,7 @@ class Transport:
                 length = resp.headers.get("Content-Length")
                 if length and length.isdigit() and int(length) > s.max_bytes:
                     raise FetchError(f"{current} sends {length} bytes, more than max_bytes ({s.max_bytes})")
-                body = self._read_body(resp, current, deadline)
+                body = self._read_body(resp, current, deadline, guard)
             except BaseException:
                 resp.close()  # drop the connection: it may hold an unread or hostile body
                 raise
@@ -219,7 +428,7 @@ class Transport:
             return body
         raise FetchError(f"{url} redirects more than {MAX_REDIRECTS} times")
 
-    def _read_body(self, resp, url: str, deadline: float) -> bytes:
+    def _read_body(self, resp: Any, url: str, deadline: float, guard: _Guard) -> bytes:
         """Read the body one socket read at a time, so a trickling peer hits
         the deadline (a plain ``read(n)`` would wait for all n bytes)."""
         import requests
@@ -238,11 +447,16 @@ class Transport:
                 if size > self.settings.max_bytes:
                     raise FetchError(f"{url} sent more than max_bytes ({self.settings.max_bytes})")
                 if time.monotonic() > deadline:
-                    raise FetchError(f"{url} too slow: deadline of {self.settings.deadline:g}s passed mid-body")
+                    raise _Timeout(f"{url} too slow: deadline of {self.settings.deadline:g}s passed mid-body")
                 chunks.append(chunk)
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+            if guard.fired:
+                raise _Timeout(f"{url} too slow: deadline of {self.settings.deadline:g}s passed mid-body") from None
             raise FetchError(f"reading {url} failed: {_short(e)}") from None
+        if guard.fired:  # the socket was shut mid-body: what we have is truncated
+            raise _Timeout(f"{url} too slow: deadline of {self.settings.deadline:g}s passed mid-body")
         return b"".join(chunks)
+
 
 def _ca_bundle() -> str | bool:
     """The system's trust store, as apt and dnf use it, unless the environment names one."""
@@ -275,6 +489,7 @@ class EvidenceSource:
         self.rebuilder = rebuilder
         self.transport = transport
         self.is_file = rebuilder.url.startswith("file://")
+        self.base = location(rebuilder.url)
 
     def _seg(self, value: str | None, what: str) -> str:
         value = _component(value, what)
@@ -285,11 +500,11 @@ class EvidenceSource:
         if rb.layout == "package-rebuilder":
             source = self._seg(artifact.source or artifact.name, "source name")
             version = self._seg(artifact.upstream_version, "version")
-            return [f"{rb.url}/sources/{source}/{version}/metadata"]
+            return [f"{self.base}/sources/{source}/{version}/metadata"]
         if rb.layout == "template":
             assert rb.url_template
             values = {
-                "url": rb.url,
+                "url": self.base,
                 "source": self._seg(artifact.source or artifact.name, "source name"),
                 "name": self._seg(artifact.name, "package name"),
                 "version": self._seg(artifact.version, "version"),
@@ -304,7 +519,7 @@ class EvidenceSource:
     def documents(self, artifact: Artifact, deadline: float) -> list[Document]:
         if self.rebuilder.layout == "rebuilderd":
             return self._rebuilderd(artifact, deadline)
-        return [Document(u, self.transport.get(u, deadline, self.rebuilder.url)) for u in self.urls(artifact)]
+        return [Document(u, self.transport.get(u, deadline, self.base)) for u in self.urls(artifact)]
 
     def _rebuilderd(self, artifact: Artifact, deadline: float) -> list[Document]:
         rb = self.rebuilder
@@ -327,7 +542,7 @@ class EvidenceSource:
             if not isinstance(rec, dict) or rec.get("name") not in (None, artifact.name):
                 continue
             build, art = rec.get("build_id"), rec.get("artifact_id")
-            if isinstance(build, int) and isinstance(art, int) and not isinstance(build, bool):
+            if all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (build, art)):
                 ids.append((build, art))
         if not ids:
             raise EvidenceMissing(f"{_host(rb.url)} has no rebuild of {artifact.label}")

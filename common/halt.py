@@ -49,6 +49,7 @@ from typing import Any, Iterable
 from .decide import HaltNotice
 from .errors import EvidenceError, MalformedEvidence, RebuildgateError
 from .evidence import KeySet, load_keyset, parse_metablock, signers_of
+from .fetch import location
 from .model import Artifact
 from .policy import HaltSettings
 
@@ -323,7 +324,9 @@ class HaltWatch:
         now = self._now()
         feeds = self.state["feeds"]
         try:
-            raw = self.transport.get(url, time.monotonic() + self.transport.settings.deadline, url, use_cache=False)
+            where = location(url)
+            raw = self.transport.get(where, time.monotonic() + self.transport.settings.deadline, where,
+                                     use_cache=False)
             feed = read_feed(raw, self.keysets, self.settings.feed_threshold, now)
             seen = feeds.get(url, {}).get("version", -1)
             if feed.version < seen:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import fnmatch
 import os
+import string
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +56,7 @@ class FetchSettings:
     connect_timeout: float = 5.0
     read_timeout: float = 10.0
     deadline: float = 30.0
-    max_bytes: int = 8 * 1024 * 1024
+    max_bytes: int = 2 * 1024 * 1024
     max_workers: int = 64
     proxy: str | None = None  # explicit proxy; None = the package manager's
     cache_dir: Path | None = Path("/var/cache/rebuildgate")
@@ -279,10 +280,10 @@ class _Reader:
             raise self.error(name, f"must be at least {minimum}, not {value}")
         return value
 
-    def number(self, name: str, default: float, minimum: float = 0.0) -> float:
+    def number(self, name: str, default: float, minimum: float = 0.0, maximum: float = 3600.0) -> float:
         value = self.get(name, (int, float), default)
-        if not value > minimum:
-            raise self.error(name, f"must be greater than {minimum}, not {value}")
+        if not minimum < value <= maximum:  # also refuses nan and inf
+            raise self.error(name, f"must be greater than {minimum:g} and at most {maximum:g} seconds, not {value}")
         return float(value)
 
     def strings(self, name: str, default: tuple[str, ...] | None = ()) -> Any:
@@ -322,6 +323,23 @@ def _file(top: _Reader, r: _Reader, name: str, value: str) -> Path:
     if not os.access(path, os.R_OK):
         raise r.error(name, f"key file {path} is not readable")
     return path
+
+
+def _check_template(r: _Reader, template: str) -> None:
+    """Only plain ``{name}`` placeholders from TEMPLATE_FIELDS: no attributes,
+    indexes, conversions or format specs (str.format would evaluate them)."""
+    allowed = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise r.error("url_template", f"broken placeholder ({e}); use {allowed}") from None
+    for _, field_name, spec, conversion in parts:
+        if field_name is None:
+            continue
+        if field_name not in TEMPLATE_FIELDS or spec or conversion:
+            raise r.error("url_template", f"unknown placeholder {{{field_name}}}; use {allowed}")
+    if not template.startswith("{url}"):
+        raise r.error("url_template", "must start with {url}, so evidence stays on the rebuilder's own host")
 
 
 def _keys(top: _Reader, r: _Reader, who: str) -> tuple[tuple[Path, ...], tuple[str, ...], Path | None]:
@@ -386,15 +404,13 @@ def _rebuilder(top: _Reader, table: Any, index: int) -> Rebuilder:
     if not url.startswith(URL_SCHEMES):
         raise r.error("url", f"must start with http://, https:// or file://, not {url!r}")
     layout = r.string("layout", "package-rebuilder", choices=LAYOUTS)
+    if layout == "rebuilderd" and url.startswith("file://"):
+        raise r.error("layout", '"rebuilderd" is an HTTP API: use an http(s):// url, or "template" for local files')
     template = r.string("url_template")
     if layout == "template":
         if not template:
             raise r.error("url_template", 'is required with layout = "template"')
-        try:
-            template.format(**{f: "x" for f in TEMPLATE_FIELDS})
-        except (KeyError, IndexError, ValueError) as e:
-            raise r.error("url_template", f"unknown or broken placeholder {e}; use "
-                          + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)) from None
+        _check_template(r, template)
     elif template:
         raise r.error("url_template", 'is only used with layout = "template"')
     keys, gpg_keys, keyring = _keys(top, r, "a rebuilder")

@@ -17,7 +17,9 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+import queue
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -33,77 +35,117 @@ log = logging.getLogger("rebuildgate")
 DEFAULT_LOG = Path("/var/log/rebuildgate/decisions.log")
 
 
-class _Clock:
-    """When an artifact's deadline starts: when its first fetch starts running.
+class _Pool:
+    """A thread pool whose workers never keep the process alive.
 
-    A large transaction queues thousands of fetches behind a bounded pool;
-    counting the deadline from submission would time out packages whose
-    rebuilders are fine but whose turn simply had not come.
+    concurrent.futures joins its workers at interpreter exit, so one fetch
+    stuck in a system call (a resolver that never answers) would keep apt,
+    dnf or the CLI from exiting after the verdicts were given.  These
+    workers are daemon threads; work is handed out in submission order.
     """
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.started: float | None = None
+    def __init__(self, workers: int, name: str) -> None:
+        self._queue: queue.SimpleQueue[tuple[Future, Callable, tuple] | None] = queue.SimpleQueue()
+        self._workers = workers
+        self._name = name
+        self._started = 0
         self._lock = threading.Lock()
 
-    def start(self) -> float:
+    def submit(self, fn: Callable, *args: Any) -> Future:
+        fut: Future = Future()
+        self._queue.put((fut, fn, args))
         with self._lock:
-            if self.started is None:
-                self.started = time.monotonic()
-            return self.started + self.seconds
+            if self._started < self._workers:
+                self._started += 1
+                threading.Thread(target=self._work, name=f"{self._name}-{self._started}", daemon=True).start()
+        return fut
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            fut, fn, args = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as e:  # noqa: BLE001 - handed to whoever waits
+                fut.set_exception(e)
+
+    def shutdown(self) -> None:
+        """Cancel what has not started; workers end when they are free."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[0].cancel()
+        for _ in range(self._started):
+            self._queue.put(None)
+
+
+@dataclass
+class _Job:
+    """One rebuilder's part of one artifact; its deadline starts when it runs.
+
+    Counting from submission would time out packages of a large transaction
+    whose rebuilders are fine but whose turn had not come.
+    """
+
+    rebuilder: str
+    future: Future = field(default_factory=Future)
+    started: float | None = None
 
 
 class PendingVerdict:
     """A verdict being computed; :meth:`result` waits for it (bounded)."""
 
-    #: Grace after the deadline for a fetch to notice it and return.
+    #: Grace after a job's deadline for it to notice and return.
     GRACE = 1.0
-    #: The longest :meth:`result` waits for fetches that have not even started.
+    #: The longest :meth:`result` waits for jobs that have not even started.
     QUEUE_LIMIT = 600.0
 
-    def __init__(self, verifier: "Verifier", artifact: Artifact, rule: Rule,
-                 jobs: list[tuple[str, Future[RebuilderReport]]], clock: _Clock) -> None:
+    def __init__(self, verifier: "Verifier", artifact: Artifact, rule: Rule, jobs: list[_Job]) -> None:
         self._verifier = verifier
         self.artifact = artifact
         self._rule = rule
         self._jobs = jobs
-        self._clock = clock
         self._submitted = time.monotonic()
         self._verdict: Verdict | None = None
         self._lock = threading.Lock()
 
     def done(self) -> bool:
-        return self._verdict is not None or all(f.done() for _, f in self._jobs)
+        return self._verdict is not None or all(j.future.done() for j in self._jobs)
+
+    def _limit(self, job: _Job) -> float:
+        if job.started is None:
+            return self._submitted + self.QUEUE_LIMIT
+        return job.started + self._verifier.policy.fetch.deadline + self.GRACE
 
     def _wait(self) -> None:
-        futures = [f for _, f in self._jobs]
+        """Until every job is done or past its own limit; no busy loop."""
         while True:
             now = time.monotonic()
-            if self._clock.started is None:  # still queued behind other packages
-                limit = self._submitted + self.QUEUE_LIMIT
-            else:
-                limit = self._clock.started + self._clock.seconds + self.GRACE
-            if now >= limit:
+            waiting = [j for j in self._jobs if not j.future.done() and now < self._limit(j)]
+            if not waiting:
                 return
-            _, pending = wait(futures, timeout=min(limit - now, 1.0) if self._clock.started is None else limit - now)
-            if not pending:
-                return
+            timeout = min(min(self._limit(j) for j in waiting) - now, 1.0)
+            wait([j.future for j in waiting], timeout=timeout, return_when=FIRST_COMPLETED)
 
     def result(self) -> Verdict:
         with self._lock:
             if self._verdict is None:
                 self._wait()
                 reports = []
-                for name, fut in self._jobs:
-                    if not fut.done():
-                        fut.cancel()
-                        reports.append(RebuilderReport(name, (), (Problem(
-                            "timeout", f"no answer within the deadline of {self._clock.seconds:g}s"),)))
+                for job in self._jobs:
+                    if not job.future.done():
+                        job.future.cancel()
+                        reports.append(RebuilderReport(job.rebuilder, (), (Problem(
+                            "timeout", f"no answer within the deadline of {self._verifier.policy.fetch.deadline:g}s"),)))
                         continue
                     try:
-                        reports.append(fut.result())
+                        reports.append(job.future.result())
                     except BaseException as e:  # noqa: BLE001 - a bug costs the vote, never opens the gate
-                        reports.append(RebuilderReport(name, (), (Problem("internal-error", repr(e)),)))
+                        reports.append(RebuilderReport(job.rebuilder, (), (Problem("internal-error", repr(e)),)))
                 self._verdict = self._verifier._finish(decide(self.artifact, self._rule, reports))
             return self._verdict
 
@@ -125,7 +167,7 @@ class Verifier:
             rb.name: load_keyset(rb, i, policy.path) for i, rb in enumerate(policy.rebuilders)}
         self.transport = make_transport(policy.fetch, proxy)
         self.sources = {rb.name: EvidenceSource(rb, self.transport) for rb in policy.rebuilders}
-        self.pool = ThreadPoolExecutor(max_workers=policy.fetch.max_workers, thread_name_prefix="rbg-fetch")
+        self.pool = _Pool(policy.fetch.max_workers, "rbg-fetch")
         self._today = today
         if halts is None and policy.halt is not None:
             from .halt import HaltWatch
@@ -134,11 +176,11 @@ class Verifier:
         self._halts = halts
         self._log_warned = False
         self._log_file: Any = None
-        self._checked: dict[tuple[str, str, bytes], SignedLink | EvidenceError] = {}
+        self._checked: dict[tuple[str, str, bytes], SignedLink | Problem] = {}
         self._log_lock = threading.Lock()
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown()
         self.transport.close()
         with self._log_lock:
             if self._log_file is not None:
@@ -164,14 +206,17 @@ class Verifier:
 
     def submit(self, artifact: Artifact) -> PendingVerdict:
         """Start verifying *artifact* in the background."""
-        clock = _Clock(self.policy.fetch.deadline)
         rule, rebuilders, problem = self._rule(artifact)
         if problem is not None:
-            pending = PendingVerdict(self, artifact, rule, [], clock)
+            pending = PendingVerdict(self, artifact, rule, [])
             pending._verdict = self._finish(failed(artifact, rule, problem))
             return pending
-        jobs = [(rb.name, self.pool.submit(self._report, rb, artifact, clock)) for rb in rebuilders]
-        return PendingVerdict(self, artifact, rule, jobs, clock)
+        jobs = []
+        for rb in rebuilders:
+            job = _Job(rb.name)
+            job.future = self.pool.submit(self._report, rb, artifact, job)
+            jobs.append(job)
+        return PendingVerdict(self, artifact, rule, jobs)
 
     def refuse(self, artifact: Artifact, problem: Problem) -> Verdict:
         """The verdict for an artifact that cannot be verified at all.
@@ -190,9 +235,10 @@ class Verifier:
         pending = [self.submit(a) for a in artifacts]
         return [p.result() for p in pending]
 
-    def _report(self, rebuilder: Rebuilder, artifact: Artifact, clock: _Clock) -> RebuilderReport:
+    def _report(self, rebuilder: Rebuilder, artifact: Artifact, job: _Job) -> RebuilderReport:
         """Fetch and check one rebuilder's evidence for one artifact."""
-        deadline = clock.start()
+        job.started = time.monotonic()
+        deadline = job.started + self.policy.fetch.deadline
         try:
             documents = self.sources[rebuilder.name].documents(artifact, deadline)
         except EvidenceMissing as e:
@@ -206,19 +252,20 @@ class Verifier:
             if isinstance(outcome, SignedLink):
                 links.append(outcome)
             else:
-                problems.append(Problem(outcome.kind, f"{outcome} ({doc.url})"))
+                problems.append(outcome)
         return RebuilderReport(rebuilder.name, tuple(links), tuple(problems))
 
-    def _check(self, rebuilder: str, url: str, body: bytes) -> SignedLink | EvidenceError:
+    def _check(self, rebuilder: str, url: str, body: bytes) -> SignedLink | Problem:
         """verify_document, once per (rebuilder, URL, body): the binaries of one
-        source package share one merged link, so it is checked once."""
+        source package share one merged link, so it is checked once.  Only
+        the outcome is kept (never the body or an exception holding it)."""
         key = (rebuilder, url, hashlib.sha256(body).digest())
         outcome = self._checked.get(key)
         if outcome is None:
             try:
                 outcome = verify_document(body, self.keysets[rebuilder], url)
             except EvidenceError as e:
-                outcome = e
+                outcome = Problem(e.kind, f"{e} ({url})")
             if len(self._checked) > 65536:  # bounded; dict updates are atomic under the GIL
                 self._checked.clear()
             self._checked[key] = outcome
