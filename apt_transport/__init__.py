@@ -1,0 +1,20 @@
+"""The APT method ``rebuildgate+http(s)://`` / ``rebuildgate+file://``.
+
+apt runs ``<Dir::Bin::Methods>/rebuildgate+http`` for every sources.list line
+written ``deb rebuildgate+http://...``.  The method starts apt's own method
+for the inner scheme (``http``), relays messages both ways, and holds back
+``201 URI Done`` for a package until :mod:`rebuildgate.verify` says that M of
+N rebuilders attest its exact hash.  Modules, one concern each:
+
+* :mod:`.protocol` - the message format apt and its methods speak
+* :mod:`.aptconfig` - the ``601 Configuration`` apt sends, read with apt's rules
+* :mod:`.inner`     - apt's own method for the inner scheme, as a child process
+* :mod:`.sandbox`   - dropping root the way apt's methods do
+* :mod:`.records`   - which package a download is, from apt's own records
+* :mod:`.gate`      - per-download state: when to verify, what to answer
+* :mod:`.method`    - ``main()``: wiring, signals, shutdown
+* :mod:`.install`   - put the method (and its ``+scheme`` links) into a methods dir
+
+No trust decision is made here: this package only translates between apt
+and the library.
+"""

@@ -1,0 +1,51 @@
+"""Load the policy, the keys and the decision log while still root.
+
+apt starts the method as root and the method then drops to
+``APT::Sandbox::User``; the policy file, the rebuilders' keys and the
+decision log may be readable or writable by root only, so all three are
+opened here, before the drop.  A problem becomes a *refusal*: the method
+keeps running (index files still pass, apt is never left waiting) and
+refuses every package with that one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rebuildgate.errors import ConfigError, one_line
+from rebuildgate.policy import load_policy
+from rebuildgate.verify import Verifier
+
+
+@dataclass
+class Engine:
+    """The verifier, or why there is none; plus warnings for apt's output."""
+
+    verifier: Verifier | None
+    refusal: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    policy_path: Path | None = None
+
+    def close(self) -> None:
+        if self.verifier is not None:
+            self.verifier.close()
+
+
+def load_engine(policy_path: Path | None, proxy: str | None) -> Engine:
+    """Everything that may need root; never raises."""
+    try:
+        policy = load_policy(policy_path)
+    except ConfigError as e:
+        return Engine(None, one_line(f"rebuildgate: policy error: {e}"))
+    except Exception as e:  # noqa: BLE001 - fail closed with a line, never a traceback
+        return Engine(None, one_line(f"rebuildgate: cannot load the policy: {type(e).__name__}: {e}"))
+    try:
+        verifier = Verifier(policy, proxy)
+    except ConfigError as e:
+        return Engine(None, one_line(f"rebuildgate: policy error: {e}"), policy_path=policy.path)
+    except Exception as e:  # noqa: BLE001
+        return Engine(None, one_line(f"rebuildgate: cannot load the rebuilders' keys: {type(e).__name__}: {e}"),
+                      policy_path=policy.path)
+    problem = verifier.open_decision_log()  # as root, before the drop
+    return Engine(verifier, None, [one_line(f"rebuildgate: {problem}")] if problem else [], policy.path)

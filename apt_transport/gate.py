@@ -1,0 +1,299 @@
+"""Per-download state: relay, verify, and answer apt.
+
+The flow for one package (``600 URI Acquire`` of a .deb):
+
+1. The request goes to apt's inner method at once (the download starts).
+2. On another thread the package is identified from apt's records and
+   handed to :meth:`rebuildgate.verify.Verifier.submit` with apt's
+   ``Expected-SHA256``: rebuilders are asked while the file downloads, and
+   all queued packages are verified concurrently.
+3. When the inner method reports ``201 URI Done``, a finisher thread hashes
+   the file, waits for the verdict (bounded by the policy's fetch
+   deadline), and only then sends apt either the ``201`` or a
+   ``400 URI Failure`` with one line saying why.  Nothing else waits:
+   other messages keep flowing in both directions.
+
+Index files and everything that is not a package pass through untouched,
+apart from the ``rebuildgate+`` prefix of their URIs.  Every failure on the
+way (a bug included) ends as a ``400 URI Failure`` for that download: the
+gate fails closed and never leaves apt waiting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from rebuildgate.model import Artifact
+
+from . import protocol
+from .records import AptRecords, is_package, make_artifact
+
+PREFIX = "rebuildgate+"
+#: Finisher threads: each waits for one verdict; apt pipelines at most
+#: ``Acquire::Max-Pipeline-Depth`` (10) downloads per queue, so this is ample.
+FINISHERS = 64
+#: Bound on identifying a package in apt's records (opening apt's cache);
+#: the verdict itself is bounded by the policy's fetch deadline.
+RESOLVE_TIMEOUT = 120.0
+
+
+class PendingLike(Protocol):
+    def result(self): ...
+
+
+class VerifierLike(Protocol):
+    def submit(self, artifact: Artifact) -> PendingLike: ...
+
+
+@dataclass
+class Item:
+    """One download apt asked for, under the URI apt used (with the prefix)."""
+
+    uri: str
+    filename: str
+    package: bool
+    repo_uri: str | None = None
+    expected_sha256: str | None = None
+    expected_sha512: str | None = None
+    verification: "Future[PendingLike] | None" = None
+    done: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def to_inner(uri: str) -> str:
+    return uri[len(PREFIX):] if uri.startswith(PREFIX) else uri
+
+
+def to_outer(uri: str) -> str:
+    if not uri or uri.startswith(PREFIX) or ":" not in uri:
+        return uri
+    return PREFIX + uri
+
+
+def file_hashes(path: str, with_sha512: bool) -> tuple[str, str | None]:
+    """sha256 (and sha512 only when asked: it doubles the cost) of a downloaded file."""
+    h256, h512 = hashlib.sha256(), (hashlib.sha512() if with_sha512 else None)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h256.update(block)
+            if h512 is not None:
+                h512.update(block)
+    return h256.hexdigest(), h512.hexdigest() if h512 is not None else None
+
+
+class Gate:
+    """Relays between apt and the inner method and gates package downloads.
+
+    ``send_apt`` and ``send_inner`` write one message each (thread-safe).
+    ``verifier`` is None when the policy could not be loaded; ``refusal``
+    then says why, and every package download is refused with it.
+    """
+
+    def __init__(self, send_apt: Callable[[protocol.Message], None],
+                 send_inner: Callable[[protocol.Message], bool],
+                 verifier: VerifierLike | None, refusal: str | None,
+                 archives_dir: str, records: AptRecords | None,
+                 debug: Callable[[str], None] | None = None) -> None:
+        self.send_apt = send_apt
+        self.send_inner = send_inner
+        self.verifier = verifier
+        self.refusal = refusal
+        if verifier is None and not refusal:
+            self.refusal = "rebuildgate: no verifier"
+        self.archives_dir = archives_dir
+        self.records = records
+        self.debug = debug or (lambda text: None)
+        self.debugging = debug is not None  # messages are only formatted when they are shown
+        self.items: dict[str, Item] = {}
+        self._lock = threading.Lock()
+        self.inner_gone: str | None = None
+        self.warnings: list[str] = []  # shown by apt with the next package download
+        # apt_pkg is not thread-safe: every lookup in apt's records runs here.
+        self._resolver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rbg-resolve")
+        self._finishers = ThreadPoolExecutor(max_workers=FINISHERS, thread_name_prefix="rbg-finish")
+
+    # -- apt -> method --------------------------------------------------------
+
+    def from_apt(self, message: protocol.Message) -> None:
+        if message.code == protocol.URI_ACQUIRE:
+            self._acquire(message)
+            return
+        self._forward_to_inner(message, None)
+
+    def _acquire(self, message: protocol.Message) -> None:
+        uri = message.get("URI") or ""
+        filename = message.get("Filename") or ""
+        item = Item(uri=uri, filename=filename, package=is_package(uri, filename, self.archives_dir),
+                    repo_uri=message.get("Target-Repo-URI"),
+                    expected_sha256=_hex(message.get("Expected-SHA256"), 64),
+                    expected_sha512=_hex(message.get("Expected-SHA512"), 128))
+        if item.package and self.warnings:
+            warnings, self.warnings = self.warnings, []
+            for text in warnings:
+                self.send_apt(protocol.compose(protocol.WARNING, "Warning", URI=uri, Message=text))
+        if item.package and self.refusal:
+            self._fail(item, self.refusal)
+            return
+        if item.package and item.expected_sha256 and not self.inner_gone:
+            # Before the download starts, so the 201 can never overtake it.
+            item.verification = self._resolver.submit(self._start_verification, item, item.expected_sha256,
+                                                      item.expected_sha512)
+        with self._lock:
+            self.items[uri] = item
+        self._forward_to_inner(message, item)
+
+    def _forward_to_inner(self, message: protocol.Message, item: Item | None) -> bool:
+        if self.inner_gone:
+            if item is not None:
+                self._fail(item, self.inner_gone)
+            return False
+        relayed = protocol.Message(message.code, message.text, list(message.fields))
+        for name in ("URI",):
+            value = relayed.get(name)
+            if value:
+                relayed.set(name, to_inner(value))
+        if not self.send_inner(relayed):
+            if item is not None:
+                self._fail(item, "rebuildgate: apt's method for this scheme is not running")
+            return False
+        return True
+
+    def _start_verification(self, item: Item, sha256: str, sha512: str | None) -> PendingLike:
+        artifact = make_artifact(item.uri, item.filename, item.repo_uri, sha256, sha512, self.records)
+        if self.debugging:
+            self.debug(f"verifying {artifact.label} (source {artifact.source}, {artifact.filename}, sha256 "
+                       f"{artifact.sha256[:16]}..., repo {artifact.repo}) as {_whoami()}")
+        assert self.verifier is not None
+        return self.verifier.submit(artifact)
+
+    # -- inner method -> apt --------------------------------------------------
+
+    def from_inner(self, message: protocol.Message) -> None:
+        if message.code == protocol.CAPABILITIES:
+            return  # told apt already
+        for name in ("URI", "New-URI"):
+            value = message.get(name)
+            if value:
+                message.set(name, to_outer(value))
+        uri = message.get("URI") or ""
+        with self._lock:
+            item = self.items.get(uri)
+        if item is not None and message.code == protocol.URI_DONE and item.package:
+            self._finishers.submit(self._finish, item, message)
+            return
+        if item is not None and message.code in (protocol.URI_DONE, protocol.URI_FAILURE, protocol.REDIRECT):
+            self._close(item)
+        self.send_apt(message)
+
+    def inner_exited(self, status: int | None) -> None:
+        """The inner method died: every open download fails, later ones too."""
+        self.inner_gone = (f"rebuildgate: apt's method for this scheme exited unexpectedly"
+                           f"{'' if status is None else f' (status {status})'}")
+        with self._lock:
+            open_items = list(self.items.values())
+        for item in open_items:
+            self._fail(item, self.inner_gone)
+
+    # -- the decision -----------------------------------------------------------
+
+    def _finish(self, item: Item, done: protocol.Message) -> None:
+        try:
+            reply, warning = self._judge(item, done)
+        except Exception as e:  # noqa: BLE001 - a bug fails this download, never opens it
+            self._refuse(item, done.get("Filename") or item.filename,
+                         f"rebuildgate: internal error while verifying {item.uri}: {type(e).__name__}: {e}")
+            return
+        if reply is None:
+            return
+        if warning:
+            self.send_apt(protocol.compose(protocol.WARNING, "Warning", URI=item.uri, Message=warning))
+        if self._close(item):
+            self.send_apt(reply)
+
+    def _judge(self, item: Item, done: protocol.Message) -> tuple[protocol.Message | None, str | None]:
+        path = done.get("Filename") or item.filename
+        try:
+            # sha512 only matters when the verification has to start from the file.
+            sha256, sha512 = file_hashes(path, with_sha512=item.verification is None)
+        except OSError as e:
+            self._fail(item, f"rebuildgate: cannot read the downloaded file {path}: {e.strerror or e}")
+            return None, None
+        claims = [("the repository index", item.expected_sha256), ("apt's download method", _hex(done.get("SHA256-Hash"), 64))]
+        for who, claimed in claims:
+            if claimed and claimed != sha256:
+                self._refuse(item, path, f"rebuildgate: {_label(item)}: blocked: the downloaded file has sha256 "
+                                         f"{sha256}, but {who} says {claimed}")
+                return None, None
+        if item.verification is not None:
+            pending = item.verification.result(timeout=RESOLVE_TIMEOUT)
+        else:  # apt had no sha256 for it: verify the file as it is
+            pending = self._resolver.submit(self._start_verification, item, sha256, sha512).result(
+                timeout=RESOLVE_TIMEOUT)
+        verdict = pending.result()
+        if verdict.artifact.sha256.lower() != sha256:
+            self._refuse(item, path, f"rebuildgate: {_label(item)}: blocked: verified sha256 "
+                                     f"{verdict.artifact.sha256} is not the downloaded file's {sha256}")
+            return None, None
+        if self.debugging:
+            self.debug(f"{verdict.summary()} [file {path}]")
+        if not verdict.allowed:
+            self._refuse(item, path, f"rebuildgate: {verdict.summary()}")
+            return None, None
+        warning = f"rebuildgate: {verdict.summary()}" if verdict.relaxed_by and not verdict.accepted else None
+        return done, warning
+
+    # -- answers ------------------------------------------------------------------
+
+    def _close(self, item: Item) -> bool:
+        """Mark *item* answered; False if it already was (answer only once)."""
+        with item.lock:
+            if item.done:
+                return False
+            item.done = True
+        with self._lock:
+            if self.items.get(item.uri) is item:
+                del self.items[item.uri]
+        return True
+
+    def _fail(self, item: Item, reason: str) -> None:
+        if self._close(item):
+            self.send_apt(protocol.compose(protocol.URI_FAILURE, "URI Failure", URI=item.uri, Message=reason))
+
+    def _refuse(self, item: Item, path: str, reason: str) -> None:
+        """Block a package: remove apt's partial copy (never a file:// original), then fail."""
+        if path == item.filename and item.filename.startswith(self.archives_dir.rstrip("/") + "/"):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self._fail(item, reason)
+
+    def close(self) -> None:
+        self._resolver.shutdown(wait=False, cancel_futures=True)
+        self._finishers.shutdown(wait=False, cancel_futures=True)
+
+
+def _hex(value: str | None, length: int) -> str | None:
+    if not value:
+        return None
+    value = value.strip().lower()
+    if len(value) != length or any(c not in "0123456789abcdef" for c in value):
+        return None
+    return value
+
+
+def _label(item: Item) -> str:
+    from .records import uri_basename
+
+    return uri_basename(item.uri) or item.uri
+
+
+def _whoami() -> str:
+    from .sandbox import current
+
+    return str(current())

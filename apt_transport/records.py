@@ -1,0 +1,154 @@
+"""Which package a download is: name, version, arch and *source* name.
+
+Rebuilders publish by source package (FIELD-NOTES), and the binary name
+often differs (``libfoo1`` from ``foo``).  apt knows the source name from
+its Packages index; the method asks apt's own package records for it
+(python-apt, with the configuration apt sent, so a private test config is
+honoured) and matches the record by the sha256 apt expects, so the record
+found is the one for exactly this file.  Without a record the binary name
+is the best guess (it usually fails closed: no evidence at that URL).
+
+Names in the download request (``hello_2%3a1.0-1_all.deb``, apt's quoting
+of ``:`` and ``_``) give name, version with epoch, and arch.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from rebuildgate.model import Artifact
+
+from . import protocol
+
+PACKAGE_SUFFIXES = (".deb", ".udeb", ".ddeb")
+
+
+@dataclass(frozen=True)
+class PackageId:
+    """What apt's file names say about a package (not yet trusted for anything)."""
+
+    name: str
+    version: str
+    arch: str
+
+
+def parse_archive_name(basename: str) -> PackageId | None:
+    """``name_version_arch.ext`` with apt's %-quoting of each part, else None."""
+    stem, dot, _ext = basename.rpartition(".")
+    if not dot:
+        return None
+    parts = stem.split("_")
+    if len(parts) != 3 or not all(parts):
+        return None
+    name, version, arch = (protocol.dequote(unquote(p)) for p in parts)
+    return PackageId(name, version, arch)
+
+
+def uri_basename(uri: str) -> str:
+    """The file name a URI ends in, %-escapes decoded (the pool name)."""
+    return unquote(posixpath.basename(urlsplit(uri).path))
+
+
+def strip_scheme(uri: str) -> str:
+    """``rebuildgate+http://host/path/`` -> ``host/path`` (policy repo match)."""
+    parts = urlsplit(uri)
+    if parts.scheme == "file" or not parts.netloc:
+        return parts.path.rstrip("/") or "/"
+    return (parts.netloc + parts.path).rstrip("/")
+
+
+def is_package(uri: str, filename: str, archives_dir: str) -> bool:
+    """Is this download a package that dpkg may install?
+
+    Everything apt fetches into its archives directory is (whatever the
+    file's extension), and so is anything named like a package, wherever it
+    is saved (``apt-get download``).  Index files are neither.
+    """
+    if archives_dir and filename.startswith(archives_dir.rstrip("/") + "/"):
+        return True
+    names = (uri_basename(uri).lower(), posixpath.basename(filename).lower())
+    return any(n.endswith(PACKAGE_SUFFIXES) for n in names)
+
+
+class AptRecords:
+    """apt's package records, opened on first use; not thread-safe (one caller thread)."""
+
+    def __init__(self, apply_config) -> None:
+        self._apply_config = apply_config
+        self._cache = None
+        self._records = None
+        self.error: str | None = None
+
+    def _open(self) -> bool:
+        if self._cache is not None:
+            return True
+        if self.error is not None:
+            return False
+        try:
+            import apt_pkg
+            from apt.progress.base import OpProgress
+
+            self._apply_config()
+            apt_pkg.init_system()
+            self._cache = apt_pkg.Cache(OpProgress())  # silent: stdout is the protocol
+            self._records = apt_pkg.PackageRecords(self._cache)
+            return True
+        except Exception as e:  # noqa: BLE001 - any failure: fall back to names
+            self.error = protocol.field_value(f"cannot read apt's package cache: {e}", 300)
+            return False
+
+    def lookup(self, pkg: PackageId, sha256: str | None) -> tuple[str, str] | None:
+        """(source name, arch) from the record of this exact file, or None."""
+        if not self._open():
+            return None
+        try:
+            return self._lookup(pkg, sha256)
+        except Exception:  # noqa: BLE001 - a record we cannot read is no record
+            return None
+
+    def _lookup(self, pkg: PackageId, sha256: str | None) -> tuple[str, str] | None:
+        cache, records = self._cache, self._records
+        candidates = []
+        for key in (f"{pkg.name}:{pkg.arch}", pkg.name):
+            try:
+                candidates.append(cache[key])
+            except KeyError:
+                continue
+        best: tuple[str, str] | None = None
+        for package in candidates:
+            for version in package.version_list:
+                if version.ver_str != pkg.version:
+                    continue
+                for pkgfile, index in version.file_list:
+                    if not records.lookup((pkgfile, index)):
+                        continue
+                    source = records.source_pkg or package.name
+                    found = (source, version.arch)
+                    if sha256 is None:
+                        best = best or found
+                        continue
+                    digest = records.hashes.find("SHA256")
+                    if digest and str(digest.hashvalue).lower() == sha256.lower():
+                        return found
+        return best
+
+
+def make_artifact(uri: str, filename: str, repo_uri: str | None, sha256: str, sha512: str | None,
+                  records: AptRecords | None) -> Artifact:
+    """The Artifact for one package download, as the core wants it.
+
+    ``filename`` is the pool name (no epoch), the name rebuilders list in
+    their products; ``version`` keeps the epoch; ``repo`` is the repository
+    apt was told about, without ``rebuildgate+`` and scheme.
+    """
+    pool_name = uri_basename(uri)
+    pkg = parse_archive_name(posixpath.basename(filename)) or parse_archive_name(pool_name)
+    name = version = arch = source = None
+    if pkg is not None:
+        name, version, arch = pkg.name, pkg.version, pkg.arch
+        found = records.lookup(pkg, sha256) if records is not None else None
+        source, arch = found if found else (name, arch)
+    return Artifact(filename=pool_name, sha256=sha256.lower(), name=name, source=source, version=version,
+                    arch=arch, repo=strip_scheme(repo_uri or uri), sha512=sha512.lower() if sha512 else None)

@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+"""Benchmark of the APT method.  Run by hand: ``.venv/bin/python bench/apt_bench.py [--quick]``.
+
+``apt-get install --download-only`` of 20 and of 200 small packages from a
+repository on 127.0.0.1, with N = 1, 3, 5 rebuilders (threshold 1, 2, 3)
+answering instantly or after 50 ms, through
+
+* ``http://`` (apt's own method, the baseline),
+* ``rebuildgate+http://`` (this project), and
+* ``intoto://`` (Debian's apt-transport-in-toto 0.1.1, the tool this
+  replaces; 20 packages only), run side by side in the same process with
+  the same rebuilders and the same published links.
+
+Each cell is the median wall time of several runs (archives emptied in
+between, indexes already fetched).  apt-transport-in-toto needs Debian's
+package (``apt-get install apt-transport-in-toto``): its layout is created
+and signed here with Debian's in-toto 1.3 under /usr/bin/python3 (the
+version that tool imports), with a throwaway OpenPGP key for the layout and
+the rebuilders' own ed25519 keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key  # noqa: E402
+
+from tests.apt_transport.harness import AptEnv, flat_source, shared_tmpdir  # noqa: E402
+from tests.apt_transport.world import World  # noqa: E402
+from tests.support.keys import GpgKey, make_gpg_key  # noqa: E402
+from tests.support.server import RebuilderServer  # noqa: E402
+
+INTOTO_METHOD = Path("/usr/lib/apt/methods/intoto")
+LATENCY = 0.05
+
+# Run with Debian's python: in-toto 1.3.1 / securesystemslib 0.26, what
+# apt-transport-in-toto itself imports.  Builds and signs the root layout.
+LAYOUT_SCRIPT = r"""
+import json, sys
+from in_toto.models.layout import Layout, Step, Inspection
+from in_toto.models.metadata import Metablock
+spec = json.load(sys.stdin)
+layout = Layout()
+layout.set_relative_expiration(days=30)
+for key in spec["keys"]:
+    layout.keys[key["keyid"]] = key
+step = Step(name="rebuild")
+step.pubkeys = [k["keyid"] for k in spec["keys"]]
+step.threshold = spec["threshold"]
+step.expected_products = [["CREATE", "*.deb"], ["DISALLOW", "*.deb"]]
+layout.steps = [step]
+inspect = Inspection(name="verify-reprobuilds")
+inspect.run = ["true"]
+inspect.expected_materials = [["MATCH", "*.deb", "WITH", "PRODUCTS", "FROM", "rebuild"], ["DISALLOW", "*.deb"]]
+layout.inspect = [inspect]
+metablock = Metablock(signed=layout)
+metablock.sign_gpg(gpg_keyid=spec["gpg_keyid"], gpg_home=spec["gpg_home"])
+metablock.dump(spec["out"])
+"""
+
+
+def legacy_key(rb) -> dict:
+    """The rebuilder's ed25519 key as in-toto 1.x lists it in a layout, under
+    the keyid its links are signed with (securesystemslib 1.x's)."""
+    public = load_pem_public_key(rb.key.public_pem.read_bytes()).public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return {"keyid": rb.key.keyid, "keytype": "ed25519", "scheme": "ed25519",
+            "keyid_hash_algorithms": ["sha256", "sha512"], "keyval": {"public": public.hex(), "private": ""}}
+
+
+def make_layout(path: Path, rebuilders, threshold: int, gpg: GpgKey) -> Path:
+    spec = {"keys": [legacy_key(rb) for rb in rebuilders], "threshold": threshold, "out": str(path),
+            "gpg_keyid": gpg.fingerprint, "gpg_home": str(gpg.homedir)}
+    subprocess.run(["/usr/bin/python3", "-c", LAYOUT_SCRIPT], input=json.dumps(spec), text=True, check=True,
+                   timeout=60, capture_output=True)
+    return path
+
+
+def intoto_ready() -> str | None:
+    if not INTOTO_METHOD.exists():
+        return "apt-transport-in-toto is not installed (apt-get install apt-transport-in-toto)"
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import in_toto.verifylib, securesystemslib.gpg.functions"],
+                           capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        return f"apt-transport-in-toto does not import: {probe.stderr.strip().splitlines()[-1:]}"
+    return None
+
+
+def _serve_forever(root: str, conn) -> None:
+    """Child process: one rebuilder's HTTP server, latency set through *conn*."""
+    server = RebuilderServer(Path(root)).start()
+    conn.send(server.url)
+    while True:
+        command, value = conn.recv()
+        if command == "stop":
+            break
+        server.latency = value
+        conn.send("ok")
+    server.stop()
+
+
+class RemoteServer:
+    """A RebuilderServer in its own process, as a real rebuilder is its own
+    machine: the rebuilders' CPU must not share one interpreter lock."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._conn, child = multiprocessing.Pipe()
+        self._proc = multiprocessing.get_context("fork").Process(target=_serve_forever, args=(str(root), child),
+                                                                 daemon=True)
+        self._proc.start()
+        self.url: str = self._conn.recv()
+        self._latency = 0.0
+
+    @property
+    def latency(self) -> float:
+        return self._latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        self._conn.send(("latency", seconds))
+        self._conn.recv()
+        self._latency = seconds
+
+    def stop(self) -> None:
+        try:
+            self._conn.send(("stop", None))
+        except OSError:
+            pass
+        self._proc.join(5)
+
+
+class Bench:
+    def __init__(self, base: Path, count: int, repeats: int) -> None:
+        self.base = base
+        self.repeats = repeats
+        self.servers: list[RebuilderServer] = []
+        self.world = World(base, make_server=self._serve)
+        print(f"building {count} packages and 5 rebuilders in {base} ...", flush=True)
+        self.packages = [self.world.package(f"bench{i:03d}", "1.0-1") for i in range(count)]
+        self.rebuilders = [self.world.rebuilder(f"rb{i}", serve=False) for i in range(1, 6)]
+        for rb in self.rebuilders:
+            rb.server = RemoteServer(rb.root)  # type: ignore[assignment]
+            self.servers.append(rb.server)  # type: ignore[arg-type]
+            for pkg in self.packages:
+                # sha256 only: in-toto 1.3's MATCH rule compares whole digest dicts,
+                # and its inspection records sha256 alone
+                self.world.attest(rb, pkg, digests={"sha256": pkg.sha256})
+        self.repo = self.world.repo(self.packages)
+        self.envs: dict[str, AptEnv] = {}
+
+    def _serve(self, root: Path) -> RebuilderServer:
+        self.servers.append(RebuilderServer(root).start())
+        return self.servers[-1]
+
+    def env(self, mode: str) -> AptEnv:
+        """One private apt per method, indexes fetched once."""
+        if mode not in self.envs:
+            env = AptEnv(self.base / f"apt-{mode}")
+            if mode == "intoto":
+                env.sources([f"deb [trusted=yes] intoto://{self.repo.http.split('://', 1)[1]} ./"])
+            else:
+                env.sources([flat_source(self.repo.http, "rebuildgate+" if mode == "rebuildgate" else "")])
+            result = env.update(options={"Rebuildgate::Policy": "/nonexistent"})
+            if result.returncode != 0:
+                raise RuntimeError(f"apt-get update failed for {mode}:\n{result}")
+            self.envs[mode] = env
+        return self.envs[mode]
+
+    def set_latency(self, seconds: float) -> None:
+        for rb in self.rebuilders:
+            assert rb.server is not None
+            rb.server.latency = seconds
+
+    def configure_intoto(self, layout: Path, rebuilders, gpg: GpgKey) -> None:
+        """apt-transport-in-toto reads APT::Intoto::* list items (see its _intoto_parse_config)."""
+        lines = [f'APT::Intoto::Layout:: "{layout}";', f'APT::Intoto::GPGHomedir:: "{gpg.homedir}";',
+                 f'APT::Intoto::Keyids:: "{gpg.fingerprint}";', 'APT::Intoto::LogLevel:: "40";']
+        lines += [f'APT::Intoto::Rebuilders:: "{rb.url}";' for rb in rebuilders]
+        (self.env("intoto").etc / "apt.conf.d" / "intoto").write_text("\n".join(lines) + "\n")
+
+    def time_download(self, mode: str, count: int, options: dict[str, str]) -> tuple[float, str | None]:
+        env = self.env(mode)
+        names = [p.name for p in self.packages[:count]]
+        times = []
+        for _ in range(self.repeats):
+            env.clean()
+            result = env.download(*names, options=options, timeout=600)
+            if result.returncode != 0 or len(env.downloaded()) != count:
+                return float("nan"), result.output.strip().splitlines()[-1] if result.output.strip() else "failed"
+            times.append(result.seconds)
+        return statistics.median(times), None
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="20 packages only, 2 runs per cell")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per cell (default 5, --quick 2)")
+    parser.add_argument("--no-intoto", action="store_true", help="skip apt-transport-in-toto")
+    parser.add_argument("--sizes", default=None, help="package counts, e.g. 20,200")
+    parser.add_argument("--rebuilders", default="1,3,5", help="N values (threshold 1, 2, 3 for N = 1, 3, 5)")
+    parser.add_argument("--latencies", default="0,50", help="rebuilder latencies in ms")
+    parser.add_argument("--max-workers", type=int, default=None,
+                        help="policy [fetch] max_workers (default: the policy default)")
+    parser.add_argument("--pipeline-depth", type=int, default=None,
+                        help="apt's Acquire::Max-Pipeline-Depth for every method (apt's default: 10)")
+    args = parser.parse_args()
+    repeats = args.repeats or (2 if args.quick else 5)
+    sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else [20] if args.quick else [20, 200]
+    wanted_n = {int(x) for x in args.rebuilders.split(",")}
+    latencies = [int(x) / 1000 for x in args.latencies.split(",")]
+    intoto_problem = "skipped (--no-intoto)" if args.no_intoto else intoto_ready()
+    if os.geteuid() != 0:
+        print("apt-get must run as root (its methods drop to _apt)", file=sys.stderr)
+        return 2
+
+    base = shared_tmpdir("rbg-apt-bench-")
+    bench = Bench(base, max(sizes), repeats)
+    gpg = None
+    rows: list[tuple] = []
+    try:
+        if intoto_problem is None:
+            gpg = make_gpg_key(base / "gpg", "rebuildgate bench layout <bench@rebuildgate.invalid>")
+        for n, threshold in ((1, 1), (3, 2), (5, 3)):
+            if n not in wanted_n:
+                continue
+            rbs = bench.rebuilders[:n]
+            fetch = {"connect_timeout": 5.0, "read_timeout": 10.0, "deadline": 30.0}
+            if args.max_workers:
+                fetch["max_workers"] = args.max_workers
+            policy = bench.world.policy(rbs, threshold, name=f"policy-{n}.toml", fetch=fetch)
+            apt_opts = {"Acquire::Max-Pipeline-Depth": str(args.pipeline_depth)} if args.pipeline_depth else {}
+            gate_opts = {"Rebuildgate::Policy": str(policy), **apt_opts}
+            if gpg is not None:
+                bench.configure_intoto(make_layout(base / f"root-{n}.layout", rbs, threshold, gpg), rbs, gpg)
+            for latency in latencies:
+                bench.set_latency(latency)
+                for count in sizes:
+                    plain, _ = bench.time_download("http", count, apt_opts)
+                    gated, gate_err = bench.time_download("rebuildgate", count, gate_opts)
+                    intoto, intoto_err = (float("nan"), intoto_problem)
+                    if count == 20 and intoto_problem is None:
+                        intoto, intoto_err = bench.time_download("intoto", count, apt_opts)
+                    rows.append((count, n, threshold, latency, plain, gated, intoto, gate_err or intoto_err))
+                    _print_row(rows[-1])
+    finally:
+        bench.close()
+        if gpg is not None:
+            gpg.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
+    _print_table(rows, repeats, intoto_problem)
+    return 0
+
+
+def _fmt(seconds: float) -> str:
+    return "  n/a " if seconds != seconds else f"{seconds:6.2f}"
+
+
+def _print_row(row: tuple) -> None:
+    count, n, m, latency, plain, gated, intoto, note = row
+    print(f"  {count:3d} pkgs N={n} M={m} latency={latency * 1000:3.0f}ms: http {_fmt(plain)}s  "
+          f"rebuildgate {_fmt(gated)}s  in-toto {_fmt(intoto)}s" + (f"  ({note})" if note else ""), flush=True)
+
+
+def _print_table(rows: list[tuple], repeats: int, intoto_problem: str | None) -> None:
+    print(f"\nMedian wall time of `apt-get install --download-only` ({repeats} runs per cell), seconds")
+    print("| pkgs | N | M | rebuilder latency | http | rebuildgate+http | overhead | apt-transport-in-toto "
+          "| in-toto / rebuildgate |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for count, n, m, latency, plain, gated, intoto, _note in rows:
+        overhead = gated - plain
+        ratio = intoto / gated if intoto == intoto and gated == gated else float("nan")
+        print(f"| {count} | {n} | {m} | {latency * 1000:.0f} ms | {plain:.2f} | {gated:.2f} | {overhead:+.2f} | "
+              f"{'n/a' if intoto != intoto else f'{intoto:.2f}'} | {'n/a' if ratio != ratio else f'{ratio:.0f}x'} |")
+    target = [r for r in rows if r[0] == 200 and r[1] == 5 and r[3] == LATENCY]
+    if target:
+        print(f"\ntarget 1: overhead at N=5, 50 ms, 200 packages = {target[0][5] - target[0][4]:.2f} s (< 1.5 s)")
+    t20 = [r for r in rows if r[0] == 20 and r[6] == r[6]]
+    for r in t20:
+        total, overhead = r[6] / r[5], (r[6] - r[4]) / (r[5] - r[4]) if r[5] > r[4] else float("nan")
+        print(f"target 2: 20 packages, N={r[1]}, {r[3] * 1000:.0f} ms: apt-transport-in-toto takes {total:.1f}x "
+              f"the time of rebuildgate+http ({overhead:.1f}x its overhead over plain http)")
+    if intoto_problem:
+        print(f"apt-transport-in-toto: {intoto_problem}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
