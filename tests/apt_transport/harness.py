@@ -22,12 +22,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
+
+from tests.support.process import CommandResult, run_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APT_GET = "/usr/bin/apt-get"
@@ -65,26 +64,7 @@ def host_state() -> dict[str, str]:
     return out
 
 
-@dataclass
-class AptResult:
-    """One apt-get run: exit status, output, wall time."""
-
-    args: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-    def lines(self, needle: str) -> list[str]:
-        return [line for line in self.output.splitlines() if needle in line]
-
-    def __repr__(self) -> str:  # what pytest shows when an assertion about it fails
-        return (f"$ {' '.join(self.args)}\nexit {self.returncode} after {self.seconds:.2f}s\n"
-                f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}")
+AptResult = CommandResult
 
 
 class AptEnv:
@@ -156,12 +136,9 @@ class AptEnv:
         for name, value in (options or {}).items():
             cmd += ["-o", f"{name}={value}"]
         cmd += list(args)
-        started = time.monotonic()
         full_env = self.env()
         full_env.update(env or {})
-        proc = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-        return AptResult(cmd, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+        return run_command(cmd, full_env, timeout)
 
     def update(self, **kw) -> AptResult:
         return self.run("update", **kw)

@@ -16,10 +16,11 @@ import hashlib
 import os
 import subprocess
 import sysconfig
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
+
+from tests.support.process import CommandResult, run_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_SOURCE = REPO_ROOT / "dnf_plugin" / "plugin.py"
@@ -36,23 +37,7 @@ HOST_PATHS = (Path("/root/.rpmdb"), Path("/var/lib/rpm"), Path("/var/lib/dnf"),
               Path("/var/cache/dnf"), Path("/etc/dnf"), Path("/etc/rebuildgate"))
 
 
-@dataclass
-class DnfResult:
-    """One dnf run: exit status, output, wall time."""
-
-    args: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-    def __str__(self) -> str:  # shown by pytest when an assertion fails
-        return (f"$ {' '.join(self.args)}\nexit {self.returncode} after {self.seconds:.2f}s\n"
-                f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}")
+DnfResult = CommandResult
 
 
 @dataclass
@@ -133,10 +118,7 @@ class DnfSandbox:
         clean = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
                  "HOME": str(self.base), "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
         clean.update(env or {})
-        started = time.monotonic()
-        proc = subprocess.run(cmd, env=clean, cwd=cwd or self.base, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
-        return DnfResult(cmd, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+        return run_command(cmd, clean, timeout, cwd=str(cwd or self.base))
 
     def installed(self) -> set[str]:
         """NEVRAs in the installroot's rpmdb (``name-[epoch:]version-release.arch``)."""

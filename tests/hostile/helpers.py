@@ -184,3 +184,13 @@ def release_fifos(fifos: Sequence[Path], rounds: int = 20) -> None:
             os.close(fd)
             time.sleep(0.01)
         keep.unlink()
+
+
+def kinds(verdict) -> dict[str, set[str]]:
+    """What each non-voting rebuilder gave, by problem kind ("missing" included)."""
+    out: dict[str, set[str]] = {}
+    for name, problem in verdict.errors:
+        out.setdefault(name, set()).add(problem.kind)
+    for name in verdict.missing:
+        out.setdefault(name, set()).add("missing")
+    return out

@@ -25,7 +25,7 @@ from tests.support.packages import build_deb, build_rpm, sha256_file
 from tests.support.policy import RebuilderEntry, write_policy
 from tests.support.rebuilders import make_rebuilders
 
-from .helpers import cli
+from .helpers import cli, kinds
 
 CONTENT = b"the honest package"
 EVIL = b"the backdoored package"
@@ -35,15 +35,6 @@ FILE = "hello_1.0-1_all.deb"
 def verify(policy, *arts: Artifact):
     with Verifier(policy) as v:
         return v.verify_many(list(arts))
-
-
-def kinds(verdict) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for name, problem in verdict.errors:
-        out.setdefault(name, set()).add(problem.kind)
-    for name in verdict.missing:
-        out.setdefault(name, set()).add("missing")
-    return out
 
 
 def json_lines(stdout: bytes) -> list[dict]:

@@ -29,7 +29,7 @@ from tests.support.policy import RebuilderEntry, write_policy
 from tests.support.rebuilders import FakeRebuilder, make_rebuilders
 from tests.support.server import Fault, publish_package_rebuilder
 
-from .helpers import canned, cli, endless_continue, slow_headers
+from .helpers import canned, cli, endless_continue, kinds, slow_headers
 
 CONTENT = b"the honest package"
 EVIL = b"the backdoored package"
@@ -71,15 +71,6 @@ def verify(policy, *arts: Artifact, limit: float = DEADLINE + SLACK):
     if "error" in box:
         raise box["error"]
     return box["verdicts"], box["end"] - start
-
-
-def kinds(verdict) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for name, problem in verdict.errors:
-        out.setdefault(name, set()).add(problem.kind)
-    for name in verdict.missing:
-        out.setdefault(name, set()).add("missing")
-    return out
 
 
 def metadata(rb: FakeRebuilder, source: str = "hello", version: str = "1.0-1") -> Path:
