@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from . import protocol
 from .records import AptRecords, is_package, make_artifact
 
 PREFIX = "rebuildgate+"
+_HEX = re.compile(r"[0-9a-f]+")
 #: Finisher threads: each waits for one verdict; apt pipelines at most
 #: ``Acquire::Max-Pipeline-Depth`` (10) downloads per queue, so this is ample.
 FINISHERS = 64
@@ -282,7 +284,7 @@ def _hex(value: str | None, length: int) -> str | None:
     if not value:
         return None
     value = value.strip().lower()
-    if len(value) != length or any(c not in "0123456789abcdef" for c in value):
+    if len(value) != length or not _HEX.fullmatch(value):
         return None
     return value
 
