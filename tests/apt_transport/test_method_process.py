@@ -192,3 +192,41 @@ def _q(text: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def test_unknown_codes_and_huge_fields_do_not_break_the_method(setup):
+    """Messages apt does not send today, and absurdly long fields, still get
+    one-line answers; the next real download works."""
+    m = MethodProcess(setup["methods"], "rebuildgate+file")
+    try:
+        m.next()
+        m.configure(setup["items"])
+        m.send(777, "Something New", [("Foo", "bar")])
+        m.acquire(setup["uri"], setup["dest"], Expected_SHA256="a" * 64, X_Padding="x" * 200_000)
+        answer = m.until({201, 400}, uri=setup["uri"])
+        assert answer.code == 400 and all("\n" not in v and len(v) < 5000 for _, v in answer.fields), answer
+        acquire_hello(m, setup)
+        assert m.until({201, 400}, uri=setup["uri"]).code == 201
+        m.close_stdin()
+        assert m.wait(10) == 0
+    finally:
+        if m.proc.poll() is None:
+            m.kill()
+
+
+def test_stdin_closed_mid_transfer_ends_everything(setup):
+    """apt goes away while a download is being verified: the method and its
+    inner method exit promptly, whatever was in flight."""
+    m = MethodProcess(setup["methods"], "rebuildgate+file")
+    try:
+        m.next()
+        m.configure(setup["items"])
+        pids = descendants(m.proc.pid)
+        acquire_hello(m, setup)
+        m.close_stdin()
+        assert m.wait(10) == 0
+        time.sleep(0.2)
+        assert not any(Path(f"/proc/{p}").exists() for p in descendants(m.proc.pid)[1:] + pids[1:])
+    finally:
+        if m.proc.poll() is None:
+            m.kill()
