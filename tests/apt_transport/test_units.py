@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rebuildgate.apt import protocol
@@ -265,3 +265,23 @@ def test_gate_inner_death_fails_open_items(deb):
     gate.inner_exited(9)
     [answer] = rec.wait_for(400)
     assert "exited unexpectedly (status 9)" in answer.get("Message")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000))
+def test_fuzz_read_message_never_crashes(data):
+    """Whatever bytes arrive on the method's stdin, the parser returns
+    messages, end of input, or ProtocolError; never another exception."""
+    import io
+
+    stream = io.BytesIO(data)
+    for _ in range(len(data) + 1):
+        try:
+            message = protocol.read_message(stream)
+        except protocol.ProtocolError:
+            return
+        if message is None:
+            return
+        for name, value in message.fields:
+            assert "\n" not in name and "\n" not in value
+    raise AssertionError("read_message did not consume its input")
