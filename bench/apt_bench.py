@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import shutil
 import statistics
@@ -41,6 +40,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 from tests.apt_transport.harness import AptEnv, flat_source, shared_tmpdir  # noqa: E402
 from tests.apt_transport.world import World  # noqa: E402
 from tests.support.keys import GpgKey, make_gpg_key  # noqa: E402
+from bench.fastserver import RemoteServers  # noqa: E402
 from tests.support.server import RebuilderServer  # noqa: E402
 
 INTOTO_METHOD = Path("/usr/lib/apt/methods/intoto")
@@ -98,30 +98,13 @@ def intoto_ready() -> str | None:
     return None
 
 
-def _serve_forever(root: str, conn) -> None:
-    """Child process: one rebuilder's HTTP server, latency set through *conn*."""
-    server = RebuilderServer(Path(root)).start()
-    conn.send(server.url)
-    while True:
-        command, value = conn.recv()
-        if command == "stop":
-            break
-        server.latency = value
-        conn.send("ok")
-    server.stop()
-
-
 class RemoteServer:
-    """A RebuilderServer in its own process, as a real rebuilder is its own
-    machine: the rebuilders' CPU must not share one interpreter lock."""
+    """One rebuilder served from its own process (bench/fastserver.py)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._conn, child = multiprocessing.Pipe()
-        self._proc = multiprocessing.get_context("fork").Process(target=_serve_forever, args=(str(root), child),
-                                                                 daemon=True)
-        self._proc.start()
-        self.url: str = self._conn.recv()
+        self._servers = RemoteServers([root])
+        self.url: str = self._servers.urls[0]
         self._latency = 0.0
 
     @property
@@ -130,16 +113,11 @@ class RemoteServer:
 
     @latency.setter
     def latency(self, seconds: float) -> None:
-        self._conn.send(("latency", seconds))
-        self._conn.recv()
+        self._servers.latency(seconds)
         self._latency = seconds
 
     def stop(self) -> None:
-        try:
-            self._conn.send(("stop", None))
-        except OSError:
-            pass
-        self._proc.join(5)
+        self._servers.close()
 
 
 class Bench:

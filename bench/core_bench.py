@@ -11,17 +11,16 @@
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import resource
 import statistics
 import sys
 import tempfile
 import time
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.fastserver import RemoteServers  # noqa: E402
 from rebuildgate.evidence import KeySet, load_gpg_keys, load_pem_keys, verify_document  # noqa: E402
 from rebuildgate.model import Artifact  # noqa: E402
 from rebuildgate.policy import load_policy  # noqa: E402
@@ -31,7 +30,6 @@ from tests.support.links import (digests, make_link, rebuilderd_public_pem, sign
                                  sign_legacy_gpg, sign_rebuilderd)
 from tests.support.policy import RebuilderEntry, write_policy  # noqa: E402
 from tests.support.rebuilders import make_rebuilders  # noqa: E402
-from tests.support.server import RebuilderServer  # noqa: E402
 
 
 def median_ms(fn, runs: int) -> float:
@@ -67,15 +65,6 @@ def formats(tmp: Path, runs: int) -> list[tuple[str, float]]:
     return rows
 
 
-def _serve(roots: list[Path], latency: float, conn: Connection) -> None:
-    """Child process: the rebuilders, so their CPU is not the client's (GIL)."""
-    servers = [RebuilderServer(root, latency=latency).start() for root in roots]
-    conn.send([s.url for s in servers])
-    conn.recv()  # until the parent says stop
-    for s in servers:
-        s.stop()
-
-
 def batch(tmp: Path, packages: int, n: int, latency: float, runs: int) -> tuple[float, int]:
     work = Path(tempfile.mkdtemp(dir=tmp))
     rbs = make_rebuilders(work, n)  # file:// first, then served from a child process
@@ -85,11 +74,10 @@ def batch(tmp: Path, packages: int, n: int, latency: float, runs: int) -> tuple[
         for rb in rbs:
             rb.publish(f"pkg{i}", "1.0-1", {name: content})
         arts.append(Artifact(name, digests(content)["sha256"], name=f"pkg{i}", version="1.0-1", arch="all"))
-    parent, child = multiprocessing.Pipe()
-    proc = multiprocessing.Process(target=_serve, args=([rb.root for rb in rbs], latency, child), daemon=True)
-    proc.start()
+    servers = RemoteServers([rb.root for rb in rbs])
+    servers.latency(latency)
     try:
-        urls = parent.recv()
+        urls = servers.urls
         entries = [RebuilderEntry(rb.name, url, [rb.key.public_pem]) for rb, url in zip(rbs, urls)]
         policy = load_policy(write_policy(work / "p.toml", entries, threshold={1: 1, 3: 2, 5: 3}[n],
                                           fetch={"deadline": 30.0}, log=work / "log"))
@@ -101,8 +89,7 @@ def batch(tmp: Path, packages: int, n: int, latency: float, runs: int) -> tuple[
                 accepted = sum(x.accepted for x in v.verify_many(arts))
         return median_ms(once, runs) / 1000, accepted
     finally:
-        parent.send("stop")
-        proc.join(10)
+        servers.close()
 
 
 def main() -> int:

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,6 +33,7 @@ from tests.dnf_plugin.harness import DnfSandbox  # noqa: E402
 from tests.support.packages import build_rpm, make_rpm_repo  # noqa: E402
 from tests.support.policy import write_policy  # noqa: E402
 from tests.support.rebuilders import FakeRebuilder, make_rebuilders  # noqa: E402
+from bench.fastserver import RemoteServers  # noqa: E402
 from tests.support.server import RebuilderServer  # noqa: E402
 
 #: Concurrent evidence requests.  200 packages x 5 rebuilders at 50 ms is
@@ -58,52 +57,6 @@ class StandIn:
 
     def __str__(self) -> str:
         return f"{self.name}-{self.version}-{self.release}.{self.arch}"
-
-
-def _serve_forever(roots: list[Path], conn: Connection) -> None:
-    """Child process: serve *roots*, send the URLs, obey ("latency", s) / ("stop",)."""
-    servers = [RebuilderServer(root).start() for root in roots]
-    conn.send([s.url for s in servers])
-    try:
-        while True:
-            message = conn.recv()
-            if message[0] == "latency":
-                for server in servers:
-                    server.latency = message[1]
-                conn.send("ok")
-            else:
-                break
-    finally:
-        for server in servers:
-            server.stop()
-
-
-class RemoteServers:
-    """RebuilderServers in a child process, so that serving does not compete
-    with the verifier for this process's GIL (real rebuilders are elsewhere)."""
-
-    def __init__(self, roots: list[Path]) -> None:
-        self._conn, child = multiprocessing.get_context("fork").Pipe()
-        self._process = multiprocessing.get_context("fork").Process(
-            target=_serve_forever, args=(roots, child), daemon=True)
-        self._process.start()
-        if not self._conn.poll(30):
-            raise RuntimeError("rebuilder servers did not start")
-        self.urls: list[str] = self._conn.recv()
-
-    def latency(self, seconds: float) -> None:
-        self._conn.send(("latency", seconds))
-        self._conn.recv()
-
-    def close(self) -> None:
-        try:
-            self._conn.send(("stop",))
-        except OSError:
-            pass
-        self._process.join(10)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join(5)
 
 
 class Rig:
@@ -176,7 +129,7 @@ def bench_resolved(base: Path, quick: bool) -> list[tuple[int, int, float, float
         if (size, count, latency) == TARGET[:3]:
             mark = "  <- target < 1.5 s: " + ("met" if seconds < TARGET[3] else "MISSED")
         print(f"{size:>8} {count:>10} {latency * 1000:>6.0f}ms {seconds:>8.3f}s{mark}")
-    print(f"(same target point with max_workers = 16, the library default: {default:.3f}s)")
+    print(f"(same target point with max_workers = 16: {default:.3f}s)")
     return rows
 
 

@@ -1,0 +1,122 @@
+"""A lean static HTTP server for benchmarks, one per rebuilder process.
+
+The test suite's RebuilderServer (http.server, a thread per connection)
+costs about a millisecond of CPU per request.  In a benchmark on a small
+machine that CPU is taken from the client being measured, though a real
+rebuilder is another machine.  This asyncio server answers GETs from a
+directory (symlinks followed only inside it, bodies kept in memory) with
+keep-alive and an optional added latency, at a fraction of that cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+
+class _State:
+    latency = 0.0
+
+
+def _body(root: Path, cache: dict[str, bytes | None], target: str) -> bytes | None:
+    if target not in cache:
+        path = (root / unquote(urlsplit(target).path).lstrip("/")).resolve()
+        ok = path.is_file() and (path == root or root in path.parents)
+        cache[target] = path.read_bytes() if ok else None
+    return cache[target]
+
+
+async def _serve(root: Path, conn: Connection, state: _State) -> None:
+    cache: dict[str, bytes | None] = {}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request = await reader.readline()
+                if not request:
+                    break
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass
+                parts = request.split()
+                body = _body(root, cache, parts[1].decode("latin-1")) if len(parts) >= 2 else None
+                if state.latency:
+                    await asyncio.sleep(state.latency)
+                if body is None:
+                    writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=512)
+    port = server.sockets[0].getsockname()[1]
+    conn.send(f"http://127.0.0.1:{port}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def control() -> None:  # latency changes and stop, from the parent
+        while True:
+            try:
+                command, value = conn.recv()
+            except EOFError:
+                command = "stop"
+            if command == "stop":
+                loop.call_soon_threadsafe(stop.set)
+                return
+            state.latency = value
+            conn.send("ok")
+
+    threading.Thread(target=control, daemon=True).start()
+    async with server:
+        await stop.wait()
+
+
+def serve_forever(root: str, conn: Connection) -> None:
+    """Child-process entry point: send the URL, then obey ("latency", s) / ("stop", None)."""
+    asyncio.run(_serve(Path(root).resolve(), conn, _State()))
+
+
+class RemoteServers:
+    """One lean server process per root, as real rebuilders are other machines.
+
+    ``urls`` in the order of *roots*; ``latency(s)`` sets the added latency of
+    all of them; ``close()`` stops them.
+    """
+
+    def __init__(self, roots: list[Path]) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        self._conns, self._procs, self.urls = [], [], []
+        for root in roots:
+            conn, child = ctx.Pipe()
+            proc = ctx.Process(target=serve_forever, args=(str(root), child), daemon=True)
+            proc.start()
+            if not conn.poll(30):
+                raise RuntimeError(f"server for {root} did not start")
+            self.urls.append(conn.recv())
+            self._conns.append(conn)
+            self._procs.append(proc)
+
+    def latency(self, seconds: float) -> None:
+        for conn in self._conns:
+            conn.send(("latency", seconds))
+            conn.recv()
+
+    def close(self) -> None:
+        for conn in self._conns:
+            try:
+                conn.send(("stop", None))
+            except OSError:
+                pass
+        for proc in self._procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
