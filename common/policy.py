@@ -493,8 +493,8 @@ def parse_policy(data: Mapping[str, Any], path: Path) -> Policy:
         f = _Reader(path, data["fetch"], "fetch")
         cache_dir = f.string("cache_dir", str(fetch.cache_dir))
         proxy = f.string("proxy")
-        if proxy and not proxy.startswith(("http://", "https://", "socks5://", "socks5h://")):
-            raise f.error("proxy", f"must be an http://, https:// or socks5:// URL, not {proxy!r}")
+        if proxy and not proxy.startswith(("http://", "https://")):
+            raise f.error("proxy", f"must be an http:// or https:// URL, not {proxy!r}")
         fetch = FetchSettings(
             connect_timeout=f.number("connect_timeout", fetch.connect_timeout),
             read_timeout=f.number("read_timeout", fetch.read_timeout),
