@@ -34,7 +34,7 @@ from tests.support.packages import build_rpm, make_rpm_repo  # noqa: E402
 from tests.support.policy import write_policy  # noqa: E402
 from tests.support.rebuilders import FakeRebuilder, make_rebuilders  # noqa: E402
 from bench.fastserver import RemoteServers  # noqa: E402
-from tests.support.server import RebuilderServer  # noqa: E402
+from tests.support.server import ServerSet  # noqa: E402
 
 #: Concurrent evidence requests.  200 packages x 5 rebuilders at 50 ms is
 #: 50 s of waiting in total; the target needs ~40+ requests in flight.
@@ -135,13 +135,8 @@ def bench_resolved(base: Path, quick: bool) -> list[tuple[int, int, float, float
 
 def bench_install(base: Path, quick: bool) -> None:
     count, runs = 20, (3 if quick else 5)
-    servers: list[RebuilderServer] = []
-
-    def serve(root: Path) -> RebuilderServer:
-        server = RebuilderServer(root).start()
-        servers.append(server)
-        return server
-
+    serve = ServerSet()
+    servers = serve.servers
     try:
         rebuilders: list[FakeRebuilder] = make_rebuilders(base / "rebuilders", 3, serve)
         rpms = [build_rpm(base / "rpms", f"bench{i:02d}", "1.0") for i in range(count)]
@@ -168,8 +163,7 @@ def bench_install(base: Path, quick: bool) -> None:
                 print(f"{'with' if plugin else 'without':>8} {latency * 1000:>6.0f}ms "
                       f"{statistics.median(times):>8.3f}s")
     finally:
-        for server in servers:
-            server.stop()
+        serve.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

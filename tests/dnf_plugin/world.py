@@ -37,7 +37,7 @@ from tests.dnf_plugin.harness import DnfSandbox
 from tests.support.packages import build_rpm, make_rpm_repo
 from tests.support.policy import write_policy
 from tests.support.rebuilders import FakeRebuilder, make_rebuilders
-from tests.support.server import RebuilderServer
+from tests.support.server import RebuilderServer, ServerSet
 
 
 @dataclass(frozen=True)
@@ -127,13 +127,7 @@ def _build(directory: Path, spec: Spec) -> tuple[Spec, Path, Path]:
 def build_world(directory: Path) -> World:
     """Build every package, repository and rebuilder of the table above."""
     directory.mkdir(parents=True, exist_ok=True)
-    servers: list[RebuilderServer] = []
-
-    def serve(root: Path) -> RebuilderServer:
-        server = RebuilderServer(root).start()
-        servers.append(server)
-        return server
-
+    serve = ServerSet()
     try:
         rebuilders = make_rebuilders(directory / "rebuilders", 3, serve)
         repo_root = directory / "repos"
@@ -161,6 +155,5 @@ def build_world(directory: Path) -> World:
                                capture_output=True, timeout=60)
         return world
     except BaseException:
-        for server in servers:
-            server.stop()
+        serve.stop()
         raise

@@ -435,3 +435,23 @@ def publish_package_rebuilder(
         if binary != source and not (link.is_symlink() or link.exists()):
             link.symlink_to(source)
     return path
+
+
+class ServerSet:
+    """Servers started on demand and stopped together.
+
+    An instance is the ``server_factory`` that :func:`tests.support.rebuilders.make_rebuilders`
+    takes: ``servers(root)`` starts a server over *root*; ``stop()`` stops them all.
+    """
+
+    def __init__(self) -> None:
+        self.servers: list[RebuilderServer] = []
+
+    def __call__(self, root: Path, latency: float = 0.0) -> RebuilderServer:
+        server = RebuilderServer(root, latency=latency).start()
+        self.servers.append(server)
+        return server
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
