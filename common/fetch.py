@@ -176,7 +176,16 @@ _current = threading.local()
 
 
 class _WatchedConnection:
-    """Hands the connection's socket to the current request's guard."""
+    """Hands the connection's socket to the current request's guard: as soon
+    as it exists (a TLS handshake can stall too) and again for every request
+    on a kept-alive connection."""
+
+    def _new_conn(self) -> Any:
+        sock = super()._new_conn()  # type: ignore[misc]
+        guard = getattr(_current, "guard", None)
+        if guard is not None:
+            guard.attach(sock)
+        return sock
 
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
         guard = getattr(_current, "guard", None)
