@@ -231,6 +231,14 @@ class Gate:
                 self._refuse(item, path, f"rebuildgate: {_label(item)}: blocked: the downloaded file has sha256 "
                                          f"{sha256}, but {who} says {claimed}")
                 return None, None
+        # The index's sha512 may have been handed to the rebuilders' comparison:
+        # the download method's sha512 of the file must agree with it too.
+        reported512 = _hex(done.get("SHA512-Hash"), 128)
+        if item.expected_sha512 and reported512 and reported512 != item.expected_sha512:
+            self._refuse(item, path, f"rebuildgate: {_label(item)}: blocked: the downloaded file has sha512 "
+                                     f"{reported512[:32]}..., but the repository index says "
+                                     f"{item.expected_sha512[:32]}...")
+            return None, None
         if item.verification is not None:
             pending = item.verification.result(timeout=RESOLVE_TIMEOUT)
         else:  # apt had no sha256 for it: verify the file as it is

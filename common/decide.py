@@ -194,7 +194,12 @@ def _compare(link: SignedLink, names: frozenset[str], artifact: Artifact) -> tup
             continue
         if not isinstance(digests, Mapping):
             continue
-        lowered = {str(k).lower(): str(v).lower() for k, v in digests.items()}
+        lowered: dict[str, str] = {}
+        for k, v in digests.items():
+            alg, value = str(k).lower(), str(v).lower()
+            if lowered.setdefault(alg, value) != value and alg in known:
+                # "SHA256" and "sha256" disagreeing: the link says two things about one file
+                return ("conflict", alg, value if value != known[alg] else lowered[alg])
         common = [alg for alg in STRONG_ALGORITHMS if alg in lowered and alg in known]
         if not common:
             result = result or ("weak", "", "")

@@ -91,11 +91,11 @@ def parse_time(value: Any, what: str) -> _dt.datetime:
             parsed = _dt.datetime.combine(_dt.date.fromisoformat(text), _dt.time(), _dt.timezone.utc)
         else:
             parsed = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise MalformedEvidence(f"{what} {text[:40]!r} is not an ISO 8601 time") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=_dt.timezone.utc)
-    return parsed.astimezone(_dt.timezone.utc)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=_dt.timezone.utc)
+        return parsed.astimezone(_dt.timezone.utc)
+    except (ValueError, OverflowError):
+        raise MalformedEvidence(f"{what} {text[:40]!r} is not a usable ISO 8601 time") from None
 
 
 def format_time(t: _dt.datetime) -> str:
@@ -152,11 +152,27 @@ class Statement:
         return True
 
 
-def read_statement(raw: bytes, signers: list[KeySet], threshold: int, origin: str = "") -> Statement:
-    """Parse a statement and check that K distinct signers signed it."""
+def _signed_by(raw: bytes, kind: str, signers: list[KeySet], threshold: int, what: str) -> tuple[dict, tuple[str, ...]]:
+    """The signed part of a halt document, once K distinct signers are checked.
+
+    Signatures come first: nothing an unauthenticated document says is even
+    parsed (a crafted date must not be able to raise where a bad signature
+    would simply not count).
+    """
     signed, sigs, data = parse_metablock(raw)
-    if not isinstance(signed, dict) or signed.get("_type") != STATEMENT_TYPE:
-        raise MalformedEvidence(f"not a halt statement (_type must be {STATEMENT_TYPE!r})")
+    if not isinstance(signed, dict) or signed.get("_type") != kind:
+        raise MalformedEvidence(f"not a {what} (_type must be {kind!r})")
+    who = signers_of(sigs, data, signers)
+    if len(who) < threshold:
+        ident = signed.get("id") if isinstance(signed.get("id"), str) else ""
+        raise BelowThreshold(f"{what} {ident[:40]} has {len(who)} of {threshold} required signatures "
+                             f"({', '.join(sorted(who)) or 'none valid'})".replace("  ", " "))
+    return signed, tuple(sorted(who))
+
+
+def read_statement(raw: bytes, signers: list[KeySet], threshold: int, origin: str = "") -> Statement:
+    """Check that K distinct signers signed a statement, then parse it."""
+    signed, who = _signed_by(raw, STATEMENT_TYPE, signers, threshold, "halt statement")
     ident = signed.get("id")
     if not isinstance(ident, str) or not ident or len(ident) > 128 or any(ord(c) < 32 for c in ident):
         raise MalformedEvidence("halt statement: id must be a short printable string")
@@ -174,14 +190,10 @@ def read_statement(raw: bytes, signers: list[KeySet], threshold: int, origin: st
         reason=" ".join(reason.split())[:300],
         issued=parse_time(signed.get("issued"), "issued"), expires=parse_time(signed.get("expires"), "expires"),
         everything=everything, packages=_patterns(signed, "packages"), versions=_patterns(signed, "versions"),
-        repositories=_patterns(signed, "repositories"), signers=(), raw=raw, origin=origin)
+        repositories=_patterns(signed, "repositories"), signers=who, raw=raw, origin=origin)
     if action == "halt" and not (everything or statement.packages or statement.versions or statement.repositories):
         raise MalformedEvidence(f"halt statement {ident} covers nothing (set all, packages, versions or repositories)")
-    who = signers_of(sigs, data, signers)
-    if len(who) < threshold:
-        raise BelowThreshold(f"halt statement {ident} v{statement.version} has {len(who)} of {threshold} required "
-                             f"signatures ({', '.join(sorted(who)) or 'none valid'})")
-    return Statement(**{**statement.__dict__, "signers": tuple(sorted(who))})
+    return statement
 
 
 @dataclass(frozen=True)
@@ -193,20 +205,15 @@ class Feed:
 
 
 def read_feed(raw: bytes, signers: list[KeySet], threshold: int, now: _dt.datetime) -> Feed:
-    signed, sigs, data = parse_metablock(raw)
-    if not isinstance(signed, dict) or signed.get("_type") != FEED_TYPE:
-        raise MalformedEvidence(f"not a halt feed (_type must be {FEED_TYPE!r})")
+    signed, who = _signed_by(raw, FEED_TYPE, signers, threshold, "halt feed")
     version = _integer(signed, "version", "halt feed")
     expires = parse_time(signed.get("expires"), "feed expires")
     docs = signed.get("statements", [])
     if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
         raise MalformedEvidence("halt feed: statements must be a list of signed statements")
-    who = signers_of(sigs, data, signers)
-    if len(who) < threshold:
-        raise BelowThreshold(f"halt feed v{version} has {len(who)} of {threshold} required signatures")
     if now >= expires:
         raise Expired(f"halt feed v{version} expired at {format_time(expires)}")
-    return Feed(version, expires, tuple(json.dumps(d).encode() for d in docs), tuple(sorted(who)))
+    return Feed(version, expires, tuple(json.dumps(d).encode() for d in docs), who)
 
 
 def merge(known: dict[str, Statement], incoming: Statement) -> bool:
@@ -308,8 +315,8 @@ class HaltWatch:
                 try:
                     st = read_statement(entry["doc"].encode(), self.keysets, self.settings.threshold,
                                         entry.get("origin", "state"))
-                except (EvidenceError, KeyError, AttributeError):
-                    continue  # signers changed in the policy: no longer counts
+                except Exception:  # noqa: BLE001 - e.g. signers changed in the policy: no longer counts
+                    continue
                 merge(self.statements, st)
             changed = False
             for url in self.settings.feeds:
@@ -334,10 +341,13 @@ class HaltWatch:
         except (FetchError, EvidenceError) as e:
             self.status.append(FeedStatus(url, False, f"{e.kind}: {e}"))
             return False
+        except Exception as e:  # noqa: BLE001 - whatever a feed does, it is a feed that failed
+            self.status.append(FeedStatus(url, False, f"unreadable: {type(e).__name__}: {e}"))
+            return False
         for doc in feed.statements:
             try:
                 st = read_statement(doc, self.keysets, self.settings.threshold, url)
-            except EvidenceError as e:
+            except Exception as e:  # noqa: BLE001 - a statement that cannot be read does not count
                 self.rejected.append(f"{url}: {e}")
                 continue
             if merge(self.statements, st):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .decide import Rule, Verdict, decide, failed
+from .decide import HaltNotice, Rule, Verdict, decide, failed
 from .errors import EvidenceError, EvidenceMissing, FetchError
 from .evidence import KeySet, load_keyset, verify_document
 from .fetch import EvidenceSource, make_transport
@@ -193,24 +193,26 @@ class Verifier:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _rule(self, artifact: Artifact) -> tuple[Rule, tuple[Rebuilder, ...], Problem | None]:
-        """The policy's rule for *artifact*, with the halts in force for it."""
+    def _rule(self, artifact: Artifact) -> tuple[Rule, tuple[Rebuilder, ...]]:
+        """The policy's rule for *artifact*, with the halts in force for it.
+
+        If the halts cannot be evaluated, that itself is a halt: nothing the
+        admin relaxes (audit mode, the allowlist, an ungated repository) may
+        let a package past a brake that could not be checked.
+        """
         resolution = self.policy.resolve(artifact, self._today())
         rule = resolution.rule
         if self._halts is None:
-            return rule, resolution.rebuilders, None
+            return rule, resolution.rebuilders
         try:
-            return Rule(**{**rule.__dict__, "halts": tuple(self._halts(artifact))}), resolution.rebuilders, None
+            halts = tuple(self._halts(artifact))
         except Exception as e:  # noqa: BLE001 - halts unreadable: fail closed
-            return rule, resolution.rebuilders, Problem("halt-error", str(e))
+            halts = (HaltNotice("halt-error", f"halts could not be evaluated: {e}", ("rebuildgate",)),)
+        return Rule(**{**rule.__dict__, "halts": halts}), resolution.rebuilders
 
     def submit(self, artifact: Artifact) -> PendingVerdict:
         """Start verifying *artifact* in the background."""
-        rule, rebuilders, problem = self._rule(artifact)
-        if problem is not None:
-            pending = PendingVerdict(self, artifact, rule, [])
-            pending._verdict = self._finish(failed(artifact, rule, problem))
-            return pending
+        rule, rebuilders = self._rule(artifact)
         jobs = []
         for rb in rebuilders:
             job = _Job(rb.name)
@@ -227,8 +229,8 @@ class Verifier:
         it through, logged), halts still apply, and the verdict is logged
         like any other.
         """
-        rule, _, halt_problem = self._rule(artifact)
-        return self._finish(failed(artifact, rule, halt_problem or problem))
+        rule, _ = self._rule(artifact)
+        return self._finish(failed(artifact, rule, problem))
 
     def verify_many(self, artifacts: Sequence[Artifact]) -> list[Verdict]:
         """Verify a whole transaction; the order of verdicts is the order given."""

@@ -285,3 +285,19 @@ def test_fuzz_read_message_never_crashes(data):
         for name, value in message.fields:
             assert "\n" not in name and "\n" not in value
     raise AssertionError("read_message did not consume its input")
+
+
+def test_gate_refuses_a_sha512_the_index_does_not_give(deb):
+    """The index's sha512 may be what rebuilders are compared with: the
+    download method's sha512 of the file must agree with it."""
+    rec = Recorder()
+    gate = _gate(rec, FakeVerifier("accept"), deb)
+    uri = "rebuildgate+http://h/pool/hello_1.0-1_all.deb"
+    gate.from_apt(protocol.Message(600, "URI Acquire", [("URI", uri), ("Filename", str(deb["path"])),
+                                                        ("Expected-SHA256", deb["sha"]),
+                                                        ("Expected-SHA512", "a" * 128)]))
+    gate.from_inner(protocol.Message(201, "URI Done", [("URI", "http://h/pool/hello_1.0-1_all.deb"),
+                                                       ("Filename", str(deb["path"])), ("SHA256-Hash", deb["sha"]),
+                                                       ("SHA512-Hash", "b" * 128)]))
+    [answer] = rec.wait_for(400)
+    assert "has sha512 " + "b" * 32 in answer.get("Message") and "index says " + "a" * 32 in answer.get("Message")

@@ -293,3 +293,13 @@ def test_random_products_never_vote_without_the_exact_digest(products) -> None:
         matched = [d for p, d in products.items() if p.rsplit("/", 1)[-1] in artifact_names(ART)]
         assert any({k.lower(): x.lower() for k, x in d.items()}.get("sha256") == GOOD
                    or {k.lower(): x.lower() for k, x in d.items()}.get("sha512") == GOOD512 for d in matched)
+
+
+@pytest.mark.parametrize("order", ["match-first", "other-first"])
+def test_one_algorithm_spelled_twice_with_two_values_is_a_conflict(order) -> None:
+    """Not decided by key order: a link that says two things about one file dissents."""
+    pairs = [("sha256", GOOD), ("SHA256", EVIL)]
+    if order == "other-first":
+        pairs.reverse()
+    v = decide(ART, Rule(1), [vote("a", digests=dict(pairs))])
+    assert not v.accepted and v.conflict_count == 1 and v.conflicts[0].digest == EVIL

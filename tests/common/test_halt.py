@@ -276,7 +276,37 @@ def test_cli_halt_errors(team, tmp_path) -> None:
     assert r.returncode == 2 and "cannot load private key" in r.stderr
     r = run("halt", "sign", "--key", str(team.keys["alice"].private_pem), "--id", "H", "--version", "1",
             "--reason", "r", "--expires", "soon", "--all", "-o", str(tmp_path / "x.json"))
-    assert r.returncode == 2 and "not an ISO 8601 time" in r.stderr
+    assert r.returncode == 2 and "not a usable ISO 8601 time" in r.stderr
     r = run("halt", "sign", "--key", str(team.keys["alice"].private_pem), "--id", "H", "--version", "1",
             "--reason", "r", "--expires", "2030-01-01", "-o", str(tmp_path / "x.json"))
     assert r.returncode == 2 and "say what the halt covers" in r.stderr
+
+
+@pytest.mark.parametrize("expires", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "soon", 5])
+def test_unsigned_feed_with_crafted_dates_cannot_lift_a_halt(tmp_path, expires) -> None:
+    """Nothing in an unauthenticated feed is parsed before its signatures:
+    a crafted date neither crashes the halt check nor opens the gate, even in
+    audit mode where any other failure would be relaxed."""
+    t = Team(tmp_path)
+    t.policy_path.write_text(t.policy_path.read_text().replace("threshold = 1\n", 'threshold = 1\nmode = "audit"\n', 1))
+    t.policy = load_policy(t.policy_path)
+    t.publish(t.statement("alice", "bob"))
+    assert not t.verdict().allowed  # halted, audit mode notwithstanding
+    forged = {"signed": {"_type": "rebuildgate-halt-feed", "version": 99, "expires": expires, "statements": []},
+              "signatures": [{"keyid": "ab", "sig": "00"}]}
+    t.feed.write_text(json.dumps(forged))
+    v = t.verdict()
+    assert not v.allowed and "halted by H-1" in v.reason, v.reason
+
+
+def test_halts_that_cannot_be_evaluated_are_not_relaxed(tmp_path) -> None:
+    """Audit mode, the allowlist and an ungated repository relax rebuilder
+    votes, never a brake that could not be checked."""
+    t = Team(tmp_path)
+    t.policy_path.write_text(t.policy_path.read_text().replace("threshold = 1\n", 'threshold = 1\nmode = "audit"\n', 1))
+    t.policy = load_policy(t.policy_path)
+
+    def broken(_):
+        raise RuntimeError("feed parser bug")
+    v = t.verdict(halts=broken)
+    assert not v.allowed and "halt-error" in v.reason and "feed parser bug" in v.reason
