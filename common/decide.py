@@ -28,8 +28,9 @@ The rule, in full:
    verdict says which relaxation applied so the front end can log it.  An
    ungated repository is allowed without evidence, and says so.
 7. A halt in force for the artifact blocks it whatever the votes, unless the
-   admin overrode that halt; audit mode and the allowlist do not lift a
-   halt (a halt is a deliberate, signed decision of K developers).
+   admin overrode that halt; audit mode, the allowlist and an ungated
+   repository do not lift a halt (a halt is a deliberate, signed decision
+   of K developers), and halts that could not be evaluated count as one.
 """
 
 from __future__ import annotations
