@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import queue
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import ALL_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -128,8 +128,10 @@ class PendingVerdict:
             waiting = [j for j in self._jobs if not j.future.done() and now < self._limit(j)]
             if not waiting:
                 return
+            # One wake-up when all are done, not one per rebuilder; re-check
+            # the limits at the first one due, and every second for queued jobs.
             timeout = min(min(self._limit(j) for j in waiting) - now, 1.0)
-            wait([j.future for j in waiting], timeout=timeout, return_when=FIRST_COMPLETED)
+            wait([j.future for j in waiting], timeout=timeout, return_when=ALL_COMPLETED)
 
     def result(self) -> Verdict:
         with self._lock:
