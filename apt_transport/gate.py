@@ -21,7 +21,6 @@ gate fails closed and never leaves apt waiting.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import threading
@@ -29,7 +28,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from rebuildgate.errors import PackageError
 from rebuildgate.model import Artifact
+from rebuildgate.pkginfo import file_digests
 
 from . import protocol
 from .records import AptRecords, is_package, make_artifact
@@ -75,17 +76,6 @@ def to_outer(uri: str) -> str:
     if not uri or uri.startswith(PREFIX) or ":" not in uri:
         return uri
     return PREFIX + uri
-
-
-def file_hashes(path: str, with_sha512: bool) -> tuple[str, str | None]:
-    """sha256 (and sha512 only when asked: it doubles the cost) of a downloaded file."""
-    h256, h512 = hashlib.sha256(), (hashlib.sha512() if with_sha512 else None)
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h256.update(block)
-            if h512 is not None:
-                h512.update(block)
-    return h256.hexdigest(), h512.hexdigest() if h512 is not None else None
 
 
 class Gate:
@@ -221,9 +211,9 @@ class Gate:
         path = done.get("Filename") or item.filename
         try:
             # sha512 only matters when the verification has to start from the file.
-            sha256, sha512 = file_hashes(path, with_sha512=item.verification is None)
-        except OSError as e:
-            self._fail(item, f"rebuildgate: cannot read the downloaded file {path}: {e.strerror or e}")
+            sha256, sha512 = file_digests(path, with_sha512=item.verification is None)
+        except PackageError as e:
+            self._fail(item, f"rebuildgate: cannot read the downloaded file: {e}")
             return None, None
         claims = [("the repository index", item.expected_sha256), ("apt's download method", _hex(done.get("SHA256-Hash"), 64))]
         for who, claimed in claims:

@@ -46,18 +46,18 @@ def formats(tmp: Path, runs: int) -> list[tuple[str, float]]:
     rows = []
     for kind in ("ed25519", "ecdsa", "rsa"):
         key = make_key(tmp, kind, f"f-{kind}")
-        ks = KeySet("rb", load_pem_keys("rb", [key.public_pem], "rb", tmp / "p"))
+        ks = KeySet("rb", load_pem_keys([key.public_pem], "rb", tmp / "p"))
         for fmt, doc in (("legacy", sign_legacy(link, key.signer)), ("dsse", sign_dsse(link, key.signer))):
             rows.append((f"{fmt} {kind}", median_ms(lambda: verify_document(doc, ks), runs)))
     key = make_key(tmp, "ed25519", "f-rbd")
     doc = sign_rebuilderd(link, key)
-    ks = KeySet("rb", load_pem_keys("rb", [rebuilderd_public_pem(key, tmp / "rbd.pub")], "rb", tmp / "p"))
+    ks = KeySet("rb", load_pem_keys([rebuilderd_public_pem(key, tmp / "rbd.pub")], "rb", tmp / "p"))
     rows.append(("rebuilderd ed25519", median_ms(lambda: verify_document(doc, ks), runs)))
     gpg = make_gpg_key(tmp / "gpg", "Bench <bench@test>")
     try:
         doc = sign_legacy_gpg(link, gpg)
-        load = median_ms(lambda: load_gpg_keys("rb", [gpg.fingerprint], gpg.keyring, "rb", tmp / "p"), 5)
-        ks = KeySet("rb", load_gpg_keys("rb", [gpg.fingerprint], gpg.keyring, "rb", tmp / "p"))
+        load = median_ms(lambda: load_gpg_keys([gpg.fingerprint], gpg.keyring, "rb", tmp / "p"), 5)
+        ks = KeySet("rb", load_gpg_keys([gpg.fingerprint], gpg.keyring, "rb", tmp / "p"))
         rows.append(("legacy OpenPGP ed25519", median_ms(lambda: verify_document(doc, ks), runs)))
         rows.append(("(OpenPGP key load, once per process)", load))
     finally:

@@ -84,7 +84,7 @@ class KeySet:
 # Loading keys (once per process: this is the expensive part for OpenPGP)
 
 
-def _pem_to_crypto(pem: bytes, path: Path) -> Any:
+def _pem_to_crypto(pem: bytes) -> Any:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
@@ -121,13 +121,13 @@ def _sslib_keys(crypto_key: Any) -> list[SSlibKey]:
     return [SSlibKey.from_crypto(crypto_key)]
 
 
-def load_pem_keys(rebuilder: str, paths: Iterable[Path], where: str, policy_path: Path) -> list[TrustedKey]:
+def load_pem_keys(paths: Iterable[Path], where: str, policy_path: Path) -> list[TrustedKey]:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     out: list[TrustedKey] = []
     for path in paths:
         try:
-            crypto_key = _pem_to_crypto(path.read_bytes(), path)
+            crypto_key = _pem_to_crypto(path.read_bytes())
             identity = "spki:" + hashlib.sha256(
                 crypto_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).hexdigest()
             keys = _sslib_keys(crypto_key)
@@ -137,7 +137,7 @@ def load_pem_keys(rebuilder: str, paths: Iterable[Path], where: str, policy_path
     return out
 
 
-def load_gpg_keys(rebuilder: str, fingerprints: Iterable[str], keyring: Path, where: str,
+def load_gpg_keys(fingerprints: Iterable[str], keyring: Path, where: str,
                   policy_path: Path) -> list[TrustedKey]:
     """Export the trusted OpenPGP keys from *keyring* once, for in-process checks.
 
@@ -196,9 +196,9 @@ def load_gpg_keys(rebuilder: str, fingerprints: Iterable[str], keyring: Path, wh
 def load_keyset(rebuilder: Any, index: int, policy_path: Path, section: str = "rebuilder") -> KeySet:
     """Load every key the policy gives to *rebuilder* (a policy.Rebuilder or HaltSigner)."""
     where = f"{section}[{index}] ({rebuilder.name})"
-    keys = load_pem_keys(rebuilder.name, rebuilder.keys, where, policy_path)
+    keys = load_pem_keys(rebuilder.keys, where, policy_path)
     if rebuilder.gpg_keys and rebuilder.gpg_keyring:
-        keys += load_gpg_keys(rebuilder.name, rebuilder.gpg_keys, rebuilder.gpg_keyring, where, policy_path)
+        keys += load_gpg_keys(rebuilder.gpg_keys, rebuilder.gpg_keyring, where, policy_path)
     if not keys:
         raise ConfigError(policy_path, f"{where}.keys", "no usable keys")
     return KeySet(rebuilder.name, keys)

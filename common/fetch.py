@@ -258,8 +258,7 @@ class Transport:
         self.settings = settings
         self.cache = cache
         self.session = requests.Session()
-        bundle = _ca_bundle()
-        adapter = _adapter(max(settings.max_workers, 4), bundle if isinstance(bundle, str) else None)
+        adapter = _adapter(max(settings.max_workers, 4), _ca_bundle())
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
@@ -267,7 +266,6 @@ class Transport:
         # The environment is read once here, not on every request (requests'
         # trust_env re-reads proxies and netrc per call: a third of its cost).
         self.session.trust_env = False
-        self.session.verify = bundle
         self.proxy = settings.proxy or proxy  # the policy's, else the package manager's
         self._env_proxies = {} if self.proxy else urllib.request.getproxies()
         self._proxies_by_host: dict[str, dict[str, str]] = {}
@@ -498,7 +496,7 @@ class Transport:
         return b"".join(chunks)
 
 
-def _ca_bundle() -> str | bool:
+def _ca_bundle() -> str | None:
     """The system's trust store, as apt and dnf use it, unless the environment names one."""
     for var in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE"):
         if os.environ.get(var):
@@ -506,7 +504,7 @@ def _ca_bundle() -> str | bool:
     for path in ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"):
         if os.path.exists(path):
             return path
-    return True  # certifi's bundle
+    return None  # OpenSSL's default store
 
 
 def _host(url: str) -> str:

@@ -15,17 +15,19 @@ from .errors import PackageError
 from .model import Artifact
 
 
-def file_digests(path: Path) -> tuple[str, str]:
-    """sha256 and sha512 of a file, read once in 1 MiB blocks."""
-    h256, h512 = hashlib.sha256(), hashlib.sha512()
+def file_digests(path: Path | str, with_sha512: bool = True) -> tuple[str, str | None]:
+    """sha256 (and sha512, unless not wanted: it doubles the cost) of a file,
+    read once in 1 MiB blocks."""
+    h256, h512 = hashlib.sha256(), (hashlib.sha512() if with_sha512 else None)
     try:
         with open(path, "rb") as f:
             while block := f.read(1 << 20):
                 h256.update(block)
-                h512.update(block)
+                if h512 is not None:
+                    h512.update(block)
     except OSError as e:
         raise PackageError(f"{path}: cannot read: {e.strerror or e}") from None
-    return h256.hexdigest(), h512.hexdigest()
+    return h256.hexdigest(), h512.hexdigest() if h512 is not None else None
 
 
 def _magic(path: Path) -> bytes:

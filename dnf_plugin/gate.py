@@ -19,7 +19,6 @@ checksums can name the file at all (``PRE_DOWNLOAD_TYPES`` and its neighbours).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -270,7 +269,7 @@ class Gate:
             verified = checked.sha256 if checked else None
             path = Path(pkg.localPkg())
             if verified:
-                sha256 = _sha256(path)
+                sha256, _ = file_digests(path, with_sha512=False)
                 if sha256 == verified:
                     continue  # the file is the one that was verified
                 notes[(f.filename, f.reponame)] = (
@@ -320,13 +319,6 @@ class Gate:
     def log_path(self) -> Path:
         return self.policy.log or DEFAULT_LOG
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _nevra(a: Artifact) -> str:

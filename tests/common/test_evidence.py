@@ -24,11 +24,11 @@ CONTENT = b"the package"
 
 
 def keyset(name: str, *pems: Path) -> KeySet:
-    return KeySet(name, load_pem_keys(name, pems, f"rebuilder[0] ({name})", Path("policy.toml")))
+    return KeySet(name, load_pem_keys(pems, f"rebuilder[0] ({name})", Path("policy.toml")))
 
 
 def gpg_keyset(name: str, fingerprint: str, keyring: Path) -> KeySet:
-    return KeySet(name, load_gpg_keys(name, [fingerprint], keyring, "rebuilder[0]", Path("policy.toml")))
+    return KeySet(name, load_gpg_keys([fingerprint], keyring, "rebuilder[0]", Path("policy.toml")))
 
 
 @pytest.mark.parametrize("kind", ["ed25519", "ecdsa", "rsa"])

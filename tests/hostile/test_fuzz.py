@@ -80,7 +80,7 @@ def signed_bytes(raw: bytes) -> bytes | None:
 
 
 def _keyset(name: str, *pems: Path) -> KeySet:
-    return KeySet(name, load_pem_keys(name, pems, f"rebuilder[0] ({name})", Path("policy.toml")))
+    return KeySet(name, load_pem_keys(pems, f"rebuilder[0] ({name})", Path("policy.toml")))
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def corpus(tmp_path_factory, gpg_key) -> list[Signed]:
     worker, daemon = make_key(d, "ed25519", "worker"), make_key(d, "ed25519", "daemon")
     out.append(Signed("rebuilderd", sign_rebuilderd(link, worker, daemon),
                       _keyset("rb", rebuilderd_public_pem(daemon, d / "daemon.pub"))))
-    gpg_ks = KeySet("rb", load_gpg_keys("rb", [gpg_key.fingerprint], gpg_key.keyring, "rebuilder[0]",
+    gpg_ks = KeySet("rb", load_gpg_keys([gpg_key.fingerprint], gpg_key.keyring, "rebuilder[0]",
                                         Path("policy.toml")))
     for encoding in ("sig", "signature"):
         out.append(Signed(f"openpgp-{encoding}", sign_legacy_gpg(link, gpg_key, encoding), gpg_ks))
