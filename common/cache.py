@@ -22,6 +22,7 @@ class DocumentCache:
         self.directory = Path(directory)
         self.ttl = ttl
         self.max_bytes = max_bytes
+        self._made = False  # the directory exists (checked once, not per document)
 
     def _path(self, url: str) -> Path:
         return self.directory / hashlib.sha256(url.encode("utf-8")).hexdigest()
@@ -49,7 +50,9 @@ class DocumentCache:
         if self.ttl <= 0 or len(body) > self.max_bytes or "\n" in url:
             return
         try:
-            self.directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+            if not self._made:
+                self.directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+                self._made = True
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
             try:
                 with os.fdopen(fd, "wb") as f:

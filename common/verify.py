@@ -10,6 +10,7 @@ part of a blocking :class:`~rebuildgate.decide.Verdict` (fail closed).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import hashlib
 import json
@@ -17,9 +18,8 @@ import logging
 import os
 import threading
 import time
-import queue
-from concurrent.futures import ALL_COMPLETED, Future, wait
-from dataclasses import dataclass, field
+from concurrent.futures import Future, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,71 +29,28 @@ from .evidence import KeySet, load_keyset, verify_document
 from .fetch import EvidenceSource, make_transport
 from .model import Artifact, Problem, RebuilderReport, SignedLink
 from .policy import Policy, Rebuilder
+from .pool import DaemonPool
 
 log = logging.getLogger("rebuildgate")
 
 DEFAULT_LOG = Path("/var/log/rebuildgate/decisions.log")
-
-
-class _Pool:
-    """A thread pool whose workers never keep the process alive.
-
-    concurrent.futures joins its workers at interpreter exit, so one fetch
-    stuck in a system call (a resolver that never answers) would keep apt,
-    dnf or the CLI from exiting after the verdicts were given.  These
-    workers are daemon threads; work is handed out in submission order.
-    """
-
-    def __init__(self, workers: int, name: str) -> None:
-        self._queue: queue.SimpleQueue[tuple[Future, Callable, tuple] | None] = queue.SimpleQueue()
-        self._workers = workers
-        self._name = name
-        self._started = 0
-        self._lock = threading.Lock()
-
-    def submit(self, fn: Callable, *args: Any) -> Future:
-        fut: Future = Future()
-        self._queue.put((fut, fn, args))
-        with self._lock:
-            if self._started < self._workers:
-                self._started += 1
-                threading.Thread(target=self._work, name=f"{self._name}-{self._started}", daemon=True).start()
-        return fut
-
-    def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
-            fut, fn, args = item
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                fut.set_result(fn(*args))
-            except BaseException as e:  # noqa: BLE001 - handed to whoever waits
-                fut.set_exception(e)
-
-    def shutdown(self) -> None:
-        """Cancel what has not started; workers end when they are free."""
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                item[0].cancel()
-        for _ in range(self._started):
-            self._queue.put(None)
+#: Threads for signature checks (they release the GIL).
+CHECKERS = max(1, min(os.cpu_count() or 1, 4))
 
 
 @dataclass
 class _Job:
     """One rebuilder's part of one artifact; its deadline starts when it runs.
 
-    Counting from submission would time out packages of a large transaction
-    whose rebuilders are fine but whose turn had not come.
+    At most ``max_workers`` jobs run at once.  Counting from submission
+    would time out packages of a large transaction whose rebuilders are
+    fine but whose turn had not come.  ``report`` is set on the fetcher's
+    loop when the job ends.
     """
 
     rebuilder: str
-    future: Future = field(default_factory=Future)
     started: float | None = None
+    report: RebuilderReport | None = None
 
 
 class PendingVerdict:
@@ -104,17 +61,19 @@ class PendingVerdict:
     #: The longest :meth:`result` waits for jobs that have not even started.
     QUEUE_LIMIT = 600.0
 
-    def __init__(self, verifier: "Verifier", artifact: Artifact, rule: Rule, jobs: list[_Job]) -> None:
+    def __init__(self, verifier: "Verifier", artifact: Artifact, rule: Rule, jobs: list[_Job],
+                 running: "Future[Any] | None") -> None:
         self._verifier = verifier
         self.artifact = artifact
         self._rule = rule
         self._jobs = jobs
+        self._running = running
         self._submitted = time.monotonic()
         self._verdict: Verdict | None = None
         self._lock = threading.Lock()
 
     def done(self) -> bool:
-        return self._verdict is not None or all(j.future.done() for j in self._jobs)
+        return self._verdict is not None or self._running is None or self._running.done()
 
     def _limit(self, job: _Job) -> float:
         if job.started is None:
@@ -122,34 +81,52 @@ class PendingVerdict:
         return job.started + self._verifier.policy.fetch.deadline + self.GRACE
 
     def _wait(self) -> None:
-        """Until every job is done or past its own limit; no busy loop."""
-        while True:
+        """Until every job is done or past its own limit; no busy loop.
+
+        The jobs' own timeouts end them at their deadlines; the limits here
+        only matter if the fetcher itself were stuck, and then the verdict
+        still comes, blocking, in bounded time.
+        """
+        if self._running is None:
+            return
+        while not self._running.done():
             now = time.monotonic()
-            waiting = [j for j in self._jobs if not j.future.done() and now < self._limit(j)]
+            waiting = [j for j in self._jobs if j.report is None and now < self._limit(j)]
             if not waiting:
                 return
-            # One wake-up when all are done, not one per rebuilder; re-check
-            # the limits at the first one due, and every second for queued jobs.
-            timeout = min(min(self._limit(j) for j in waiting) - now, 1.0)
-            wait([j.future for j in waiting], timeout=timeout, return_when=ALL_COMPLETED)
+            wait([self._running], timeout=min(max(self._limit(j) for j in waiting) - now, 1.0))
+
+    def add_done_callback(self, fn: Callable[[], None]) -> None:
+        """Call *fn* once every job has ended (at once if they have).
+
+        It runs on the fetcher's loop thread: front ends use it to answer
+        the moment a verdict can be given, with no thread to wake; it must
+        not block.
+        """
+        if self._running is None:
+            fn()
+        else:
+            self._running.add_done_callback(lambda _f: fn())
 
     def result(self) -> Verdict:
-        with self._lock:
-            if self._verdict is None:
-                self._wait()
-                reports = []
-                for job in self._jobs:
-                    if not job.future.done():
-                        job.future.cancel()
-                        reports.append(RebuilderReport(job.rebuilder, (), (Problem(
-                            "timeout", f"no answer within the deadline of {self._verifier.policy.fetch.deadline:g}s"),)))
-                        continue
-                    try:
-                        reports.append(job.future.result())
-                    except BaseException as e:  # noqa: BLE001 - a bug costs the vote, never opens the gate
-                        reports.append(RebuilderReport(job.rebuilder, (), (Problem("internal-error", repr(e)),)))
-                self._verdict = self._verifier._finish(decide(self.artifact, self._rule, reports))
-            return self._verdict
+        if self._verdict is None:
+            self._wait()  # outside the lock: a done-callback must never wait for a waiting thread
+            with self._lock:
+                if self._verdict is None:
+                    self._verdict = self._conclude()
+        return self._verdict
+
+    def _conclude(self) -> Verdict:
+        reports = []
+        for job in self._jobs:
+            report = job.report
+            if report is None:
+                report = RebuilderReport(job.rebuilder, (), (Problem(
+                    "timeout", f"no answer within the deadline of {self._verifier.policy.fetch.deadline:g}s"),))
+            reports.append(report)
+        if self._running is not None and not self._running.done():
+            self._running.cancel()
+        return self._verifier._finish(decide(self.artifact, self._rule, reports))
 
 
 class Verifier:
@@ -169,7 +146,7 @@ class Verifier:
             rb.name: load_keyset(rb, i, policy.path) for i, rb in enumerate(policy.rebuilders)}
         self.transport = make_transport(policy.fetch, proxy)
         self.sources = {rb.name: EvidenceSource(rb, self.transport) for rb in policy.rebuilders}
-        self.pool = _Pool(policy.fetch.max_workers, "rbg-fetch")
+        self._checkers = DaemonPool(CHECKERS, "rbg-check")
         self._today = today
         if halts is None and policy.halt is not None:
             from .halt import HaltWatch
@@ -182,8 +159,8 @@ class Verifier:
         self._log_lock = threading.Lock()
 
     def close(self) -> None:
-        self.pool.shutdown()
         self.transport.close()
+        self._checkers.shutdown()
         with self._log_lock:
             if self._log_file is not None:
                 self._log_file.close()
@@ -215,12 +192,14 @@ class Verifier:
     def submit(self, artifact: Artifact) -> PendingVerdict:
         """Start verifying *artifact* in the background."""
         rule, rebuilders = self._rule(artifact)
-        jobs = []
-        for rb in rebuilders:
-            job = _Job(rb.name)
-            job.future = self.pool.submit(self._report, rb, artifact, job)
-            jobs.append(job)
-        return PendingVerdict(self, artifact, rule, jobs)
+        jobs = [_Job(rb.name) for rb in rebuilders]
+        running = None
+        if jobs:
+            try:
+                running = self.transport.run(self._gather(artifact, rebuilders, jobs))
+            except FetchError:  # the verifier was closed: no job runs, all report timeouts
+                running = None
+        return PendingVerdict(self, artifact, rule, jobs, running)
 
     def refuse(self, artifact: Artifact, problem: Problem) -> Verdict:
         """The verdict for an artifact that cannot be verified at all.
@@ -239,20 +218,40 @@ class Verifier:
         pending = [self.submit(a) for a in artifacts]
         return [p.result() for p in pending]
 
-    def _report(self, rebuilder: Rebuilder, artifact: Artifact, job: _Job) -> RebuilderReport:
-        """Fetch and check one rebuilder's evidence for one artifact."""
-        job.started = time.monotonic()
-        deadline = job.started + self.policy.fetch.deadline
+    async def _gather(self, artifact: Artifact, rebuilders: Sequence[Rebuilder], jobs: list[_Job]) -> None:
+        """All rebuilders of one artifact, concurrently, on the fetcher's loop."""
+        await asyncio.gather(*(self._run_job(rb, artifact, job) for rb, job in zip(rebuilders, jobs)))
+
+    async def _run_job(self, rebuilder: Rebuilder, artifact: Artifact, job: _Job) -> None:
+        """One job, never raising: whatever goes wrong costs this rebuilder's vote."""
         try:
-            documents = self.sources[rebuilder.name].documents(artifact, deadline)
+            async with self.transport.slots():
+                job.started = time.monotonic()
+                deadline = job.started + self.policy.fetch.deadline
+                try:
+                    async with asyncio.timeout_at(deadline + 0.2):  # the fetcher's own deadline comes first
+                        job.report = await self._report(rebuilder, artifact, deadline)
+                except TimeoutError:
+                    job.report = RebuilderReport(rebuilder.name, (), (Problem(
+                        "timeout", f"no answer within the deadline of {self.policy.fetch.deadline:g}s"),))
+        except Exception as e:  # noqa: BLE001 - a bug costs the vote, never opens the gate
+            job.report = RebuilderReport(rebuilder.name, (), (Problem("internal-error", repr(e)[:300]),))
+
+    async def _report(self, rebuilder: Rebuilder, artifact: Artifact, deadline: float) -> RebuilderReport:
+        """Fetch and check one rebuilder's evidence for one artifact."""
+        try:
+            documents = await self.sources[rebuilder.name].fetch_documents(artifact, deadline)
         except EvidenceMissing as e:
             return RebuilderReport(rebuilder.name, (), (Problem("missing", str(e)),))
         except FetchError as e:
             return RebuilderReport(rebuilder.name, (), (Problem(e.kind, str(e)),))
         links: list[SignedLink] = []
         problems: list[Problem] = []
-        for doc in documents:
-            outcome = self._check(rebuilder.name, doc.url, doc.body)
+        # Signature checks release the GIL: on checker threads they run on
+        # another core while this loop goes on reading answers.
+        outcomes = await asyncio.wrap_future(self._checkers.submit(
+            lambda: [self._check(rebuilder.name, doc.url, doc.body) for doc in documents]))
+        for outcome in outcomes:
             if isinstance(outcome, SignedLink):
                 links.append(outcome)
             else:
@@ -262,7 +261,8 @@ class Verifier:
     def _check(self, rebuilder: str, url: str, body: bytes) -> SignedLink | Problem:
         """verify_document, once per (rebuilder, URL, body): the binaries of one
         source package share one merged link, so it is checked once.  Only
-        the outcome is kept (never the body or an exception holding it)."""
+        the outcome is kept (never the body or an exception holding it).
+        Runs on the checker threads."""
         key = (rebuilder, url, hashlib.sha256(body).digest())
         outcome = self._checked.get(key)
         if outcome is None:
@@ -270,7 +270,7 @@ class Verifier:
                 outcome = verify_document(body, self.keysets[rebuilder], url)
             except EvidenceError as e:
                 outcome = Problem(e.kind, f"{e} ({url})")
-            if len(self._checked) > 65536:  # bounded; dict updates are atomic under the GIL
+            if len(self._checked) > 65536:  # bounded
                 self._checked.clear()
             self._checked[key] = outcome
         return outcome

@@ -236,9 +236,9 @@ def test_connections_are_kept_alive(served) -> None:
     for i in range(5):
         (served.root / f"d{i}").write_bytes(b"x")
         t.get(f"{served.url}/d{i}", time.monotonic() + 2)
-    pools = t.session.get_adapter(served.url).poolmanager.pools
-    (pool,) = [pools[k] for k in pools.keys()]
-    assert pool.num_connections == 1 and pool.num_requests == 5
+    assert (t.http.connections_opened, t.http.requests_sent) == (1, 5)
+    assert served.requests == [f"/d{i}" for i in range(5)]
+    t.close()
 
 
 def _tls_files(tmp_path):

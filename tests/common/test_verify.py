@@ -232,3 +232,25 @@ def test_decision_log_opened_early_survives_losing_access(world, tmp_path) -> No
         (tmp_path / "decisions.log").rename(tmp_path / "moved.log")  # the path is gone now
         v.verify_many([artifact()])
     assert json.loads((tmp_path / "moved.log").read_text().splitlines()[-1])["verdict"] == "accepted"
+
+
+def test_done_callback_fires_once_all_rebuilders_answered(world) -> None:
+    """Front ends answer from this callback (apt's pipeline waits on it): it
+    must fire exactly when the verdict is ready, and at once if it already is."""
+    import threading
+
+    rbs, policy = world(2, threshold=2)
+    for rb in rbs:
+        rb.server.latency = 0.2
+    fired: list[tuple[float, bool]] = []
+    ready = threading.Event()
+    with Verifier(policy) as v:
+        start = time.monotonic()
+        pending = v.submit(artifact())
+        pending.add_done_callback(lambda: (fired.append((time.monotonic() - start, pending.done())), ready.set()))
+        assert ready.wait(10)
+        assert pending.result().accepted
+        late: list[bool] = []
+        pending.add_done_callback(lambda: late.append(pending.done()))  # already done: called right here
+    (elapsed, done), = fired
+    assert done and elapsed >= 0.2 and late == [True]

@@ -69,7 +69,8 @@ class RawServer:
 
     def __init__(self, behaviour: Behaviour) -> None:
         self.behaviour = behaviour
-        self.requests: list[bytes] = []
+        self.requests: list[bytes] = []  # request lines
+        self.heads: list[bytes] = []  # whole request heads
         self._stopping = threading.Event()
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -104,6 +105,7 @@ class RawServer:
                 head += data
             with self._lock:
                 self.requests.append(head.split(b"\r\n", 1)[0])
+                self.heads.append(head)
             self.behaviour(conn, self._stopping)
         except OSError:
             pass
