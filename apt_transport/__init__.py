@@ -12,6 +12,7 @@ N rebuilders attest its exact hash.  Modules, one concern each:
 * :mod:`.sandbox`   - dropping root the way apt's methods do
 * :mod:`.records`   - which package a download is, from apt's own records
 * :mod:`.gate`      - per-download state: when to verify, what to answer
+* :mod:`.entry`     - the executable: introduces itself to apt before the heavy imports
 * :mod:`.method`    - ``main()``: wiring, signals, shutdown
 * :mod:`.install`   - put the method (and its ``+scheme`` links) into a methods dir
 

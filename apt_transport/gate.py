@@ -8,10 +8,14 @@ The flow for one package (``600 URI Acquire`` of a .deb):
    ``Expected-SHA256``: rebuilders are asked while the file downloads, and
    all queued packages are verified concurrently.
 3. When the inner method reports ``201 URI Done``, a finisher thread hashes
-   the file, waits for the verdict (bounded by the policy's fetch
-   deadline), and only then sends apt either the ``201`` or a
-   ``400 URI Failure`` with one line saying why.  Nothing else waits:
-   other messages keep flowing in both directions.
+   the file and checks it against apt's hashes; once the verdict is in
+   (bounded by the policy's fetch deadline) apt gets either the ``201`` or
+   a ``400 URI Failure`` with one line saying why.  The answer is sent by
+   whichever sees the verdict first: the verdict's done-callback on the
+   fetcher's loop (no thread to wake on the way: apt refills its pipeline
+   only as answers come back, so every millisecond here is paid once per
+   pipeline round) or the finisher's own bounded wait.  Nothing else
+   waits: other messages keep flowing in both directions.
 
 Index files and everything that is not a package pass through untouched,
 apart from the ``rebuildgate+`` prefix of their URIs.  Every failure on the
@@ -26,7 +30,7 @@ import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from rebuildgate.errors import PackageError
 from rebuildgate.model import Artifact
@@ -48,6 +52,8 @@ RESOLVE_TIMEOUT = 120.0
 class PendingLike(Protocol):
     def result(self): ...
 
+    def add_done_callback(self, fn: Callable[[], None]) -> None: ...
+
 
 class VerifierLike(Protocol):
     def submit(self, artifact: Artifact) -> PendingLike: ...
@@ -64,8 +70,10 @@ class Item:
     expected_sha256: str | None = None
     expected_sha512: str | None = None
     verification: "Future[PendingLike] | None" = None
+    sha256: str | None = None  # of the downloaded file, once checked
     done: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    answering: threading.Lock = field(default_factory=threading.Lock)
 
 
 def to_inner(uri: str) -> str:
@@ -194,33 +202,46 @@ class Gate:
     # -- the decision -----------------------------------------------------------
 
     def _finish(self, item: Item, done: protocol.Message) -> None:
+        """Check the downloaded file, then answer apt as soon as the verdict is in.
+
+        The answer usually comes from the verdict's done-callback, on the
+        fetcher's loop thread, the moment the last rebuilder's document is
+        checked; this thread's own bounded wait is the fallback.  Whichever
+        comes first answers (:meth:`_close` lets only one through).
+        """
         try:
-            reply, warning = self._judge(item, done)
+            checked = self._check_file(item, done)
+            if checked is None:
+                return
+            path, pending = checked
+            pending.add_done_callback(lambda: self._answer_safely(item, done, path, pending))
+            self._answer(item, done, path, pending.result())
         except Exception as e:  # noqa: BLE001 - a bug fails this download, never opens it
             self._refuse(item, done.get("Filename") or item.filename,
                          f"rebuildgate: internal error while verifying {item.uri}: {type(e).__name__}: {e}")
-            return
-        if reply is None:
-            return
-        if warning:
-            self.send_apt(protocol.compose(protocol.WARNING, "Warning", URI=item.uri, Message=warning))
-        if self._close(item):
-            self.send_apt(reply)
 
-    def _judge(self, item: Item, done: protocol.Message) -> tuple[protocol.Message | None, str | None]:
+    def _answer_safely(self, item: Item, done: protocol.Message, path: str, pending: PendingLike) -> None:
+        try:
+            self._answer(item, done, path, pending.result())
+        except Exception as e:  # noqa: BLE001 - on the fetcher's loop: never raise there
+            self._refuse(item, path, f"rebuildgate: internal error while verifying {item.uri}: "
+                                     f"{type(e).__name__}: {e}")
+
+    def _check_file(self, item: Item, done: protocol.Message) -> tuple[str, PendingLike] | None:
+        """The file's hashes against every claim; its pending verdict, or None once refused."""
         path = done.get("Filename") or item.filename
         try:
             # sha512 only matters when the verification has to start from the file.
             sha256, sha512 = file_digests(path, with_sha512=item.verification is None)
         except PackageError as e:
             self._fail(item, f"rebuildgate: cannot read the downloaded file: {e}")
-            return None, None
+            return None
         claims = [("the repository index", item.expected_sha256), ("apt's download method", _hex(done.get("SHA256-Hash"), 64))]
         for who, claimed in claims:
             if claimed and claimed != sha256:
                 self._refuse(item, path, f"rebuildgate: {_label(item)}: blocked: the downloaded file has sha256 "
                                          f"{sha256}, but {who} says {claimed}")
-                return None, None
+                return None
         # The index's sha512 may have been handed to the rebuilders' comparison:
         # the download method's sha512 of the file must agree with it too.
         reported512 = _hex(done.get("SHA512-Hash"), 128)
@@ -228,24 +249,36 @@ class Gate:
             self._refuse(item, path, f"rebuildgate: {_label(item)}: blocked: the downloaded file has sha512 "
                                      f"{reported512[:32]}..., but the repository index says "
                                      f"{item.expected_sha512[:32]}...")
-            return None, None
+            return None
         if item.verification is not None:
             pending = item.verification.result(timeout=RESOLVE_TIMEOUT)
         else:  # apt had no sha256 for it: verify the file as it is
             pending = self._resolver.submit(self._start_verification, item, sha256, sha512).result(
                 timeout=RESOLVE_TIMEOUT)
-        verdict = pending.result()
-        if verdict.artifact.sha256.lower() != sha256:
+        item.sha256 = sha256
+        return path, pending
+
+    def _answer(self, item: Item, done: protocol.Message, path: str, verdict: Any) -> None:
+        """Send apt the 201, or refuse; once per item, whoever calls first."""
+        if item.done:
+            return
+        if verdict.artifact.sha256.lower() != item.sha256:
             self._refuse(item, path, f"rebuildgate: {_label(item)}: blocked: verified sha256 "
-                                     f"{verdict.artifact.sha256} is not the downloaded file's {sha256}")
-            return None, None
+                                     f"{verdict.artifact.sha256} is not the downloaded file's {item.sha256}")
+            return
         if self.debugging:
             self.debug(f"{verdict.summary()} [file {path}]")
         if not verdict.allowed:
             self._refuse(item, path, f"rebuildgate: {verdict.summary()}")
-            return None, None
+            return
         warning = f"rebuildgate: {verdict.summary()}" if verdict.relaxed_by and not verdict.accepted else None
-        return done, warning
+        with item.answering:  # the warning and the 201 go out together, once
+            if item.done:
+                return
+            if warning:
+                self.send_apt(protocol.compose(protocol.WARNING, "Warning", URI=item.uri, Message=warning))
+            if self._close(item):
+                self.send_apt(done)
 
     # -- answers ------------------------------------------------------------------
 
@@ -265,13 +298,19 @@ class Gate:
             self.send_apt(protocol.compose(protocol.URI_FAILURE, "URI Failure", URI=item.uri, Message=reason))
 
     def _refuse(self, item: Item, path: str, reason: str) -> None:
-        """Block a package: remove apt's partial copy (never a file:// original), then fail."""
+        """Block a package: remove apt's partial copy (never a file:// original), then fail.
+
+        Only if nothing was answered yet: a file apt was already told is
+        done is never touched.
+        """
+        if not self._close(item):
+            return
         if path == item.filename and item.filename.startswith(self.archives_dir.rstrip("/") + "/"):
             try:
                 os.unlink(path)
             except OSError:
                 pass
-        self._fail(item, reason)
+        self.send_apt(protocol.compose(protocol.URI_FAILURE, "URI Failure", URI=item.uri, Message=reason))
 
     def close(self) -> None:
         self._resolver.shutdown(wait=False, cancel_futures=True)

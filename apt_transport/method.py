@@ -2,10 +2,12 @@
 
 Lifecycle, as apt drives it:
 
-1. apt execs ``<Dir::Bin::Methods>/rebuildgate+http`` as root.  The method
-   starts apt's ``http`` method from the same directory at once, so it can
-   introduce itself with the inner method's own capabilities (apt waits for
-   ``100 Capabilities`` before it sends anything).
+1. apt execs ``<Dir::Bin::Methods>/rebuildgate+http`` as root.  For
+   http, https and file, :mod:`.entry` introduces the method with the
+   capabilities apt's own methods announce before anything else is
+   imported (apt waits for ``100 Capabilities`` before it sends anything,
+   and starts every method once just to read them); for another scheme the
+   method starts apt's method for it and relays its capabilities.
 2. apt sends ``601 Configuration``.  The method reads its items, starts the
    inner method again if ``Dir::Bin::Methods`` points elsewhere, loads the
    policy, keys and decision log as root, drops to ``APT::Sandbox::User``
@@ -35,25 +37,15 @@ from rebuildgate.errors import one_line
 
 from . import protocol
 from .aptconfig import MethodSettings
+from .entry import KNOWN_CAPABILITIES, VERSION
 from .inner import InnerMethod, InnerMethodError
 
 PREFIX = "rebuildgate+"  # as gate.PREFIX; gate is imported once apt sent its configuration
 
 STARTED = time.monotonic()
-VERSION = "1.2"
 STARTUP_TIMEOUT = 15.0
 DEFAULT_CAPABILITIES = [("Send-URI-Encoded", "true"), ("Send-Config", "true"), ("Pipeline", "true"),
                         ("Version", VERSION)]
-#: What apt 2.6's own methods announce (seen on Debian 12).  For these the
-#: method introduces itself at once and starts the inner method only when
-#: apt's configuration says where it is (Dir::Bin::Methods): apt starts every
-#: method once just to read this message, so it should cost nothing.
-KNOWN_CAPABILITIES = {
-    "http": DEFAULT_CAPABILITIES,
-    "https": DEFAULT_CAPABILITIES,
-    "file": [("Send-URI-Encoded", "true"), ("Local-Only", "true"), ("Send-Config", "true"),
-             ("Single-Instance", "true"), ("Version", "1.0")],
-}
 #: Capabilities that change how apt treats a method; a mismatch between the
 #: table above and the real inner method is reported in the debug log.
 SIGNIFICANT = ("Send-URI-Encoded", "Local-Only", "Single-Instance", "Removable", "Needs-Cleanup")
@@ -160,13 +152,18 @@ class Method:
 
     # -- the run ------------------------------------------------------------------
 
-    def introduce(self) -> None:
-        """Send ``100 Capabilities``: the inner method's own, plus ours."""
+    def introduce(self, introduced: bool = False) -> None:
+        """Send ``100 Capabilities``: the inner method's own, plus ours.
+
+        For a known scheme :mod:`.entry` has sent them already (*introduced*).
+        """
         fields = list(DEFAULT_CAPABILITIES)
         problem = self._inner_problem()
         if problem:
             self.startup_problem = problem
         elif self.inner_access in KNOWN_CAPABILITIES:
+            if introduced:
+                return
             fields = list(KNOWN_CAPABILITIES[self.inner_access])
         else:
             guess = os.path.join(self.methods_dir, self.inner_access)
@@ -256,8 +253,8 @@ class Method:
         logger.propagate = False
         logger.handlers[:] = [logging.StreamHandler(sys.stderr) if self.settings.debug else logging.NullHandler()]
 
-    def run(self) -> int:
-        self.introduce()
+    def run(self, introduced: bool = False) -> int:
+        self.introduce(introduced)
         # apt answers with its configuration at once; the library's imports
         # (~0.1 s) overlap with reading it and starting apt's inner method.
         threading.Thread(target=_preload, name="rbg-preload", daemon=True).start()
@@ -317,8 +314,8 @@ def _raise_stop(signum, frame) -> None:  # noqa: ANN001
     raise _Stop()
 
 
-def main() -> int:
-    """Entry point (``rebuildgate-apt-method``, symlinked as ``rebuildgate+http`` etc.)."""
+def main(introduced: bool = False) -> int:
+    """The method's run, after :func:`.entry.main` (the console script) maybe introduced it."""
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "rebuildgate"
     writer = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # fd 1 now reaches stderr: stray output cannot corrupt the protocol
@@ -330,7 +327,7 @@ def main() -> int:
     method = Method(argv0, AptChannel(reader, writer))
     code = 0
     try:
-        code = method.run()
+        code = method.run(introduced)
     except _Stop:
         code = 0
     except Exception as e:  # noqa: BLE001 - last resort: one line, then leave

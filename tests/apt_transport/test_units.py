@@ -151,6 +151,10 @@ class FakePending:
             raise self.error
         return self.verdict
 
+    def add_done_callback(self, fn):
+        """Like the real one: called from another thread once the verdict is in."""
+        threading.Timer(self.delay, fn).start()
+
 
 class FakeVerifier:
     def __init__(self, mode="accept", delay=0.0):
@@ -219,6 +223,51 @@ def test_gate_accepts_after_verdict(deb):
     [done] = rec.wait_for(201)
     assert done.get("URI") == uri and rec.to_apt[0].code == 200  # start relayed before the verdict
     assert verifier.submitted[0].sha256 == deb["sha"] and deb["path"].exists()
+
+
+class CallbackOnlyPending(FakePending):
+    """A verdict whose done-callback fires at once, while result() from a
+    finisher thread would take 30 s: only the callback can answer in time."""
+
+    released = threading.Event()
+
+    def result(self):
+        if threading.current_thread().name.startswith("rbg-finish"):
+            self.released.wait(30)
+        return self.verdict
+
+    def add_done_callback(self, fn):
+        threading.Thread(target=fn, name="fake-loop", daemon=True).start()
+
+
+def test_gate_answers_from_the_verdicts_callback(deb):
+    """apt refills its pipeline only as answers come back: the 201 must go out
+    the moment the verdict is in, not when a finisher thread wakes up."""
+    rec = Recorder()
+    verifier = FakeVerifier("accept")
+    verifier.submit = lambda a: CallbackOnlyPending(FakeVerdict(a, True, True))
+    gate = _gate(rec, verifier, deb)
+    try:
+        _run(gate, rec, deb)
+        rec.wait_for(201, timeout=5.0)
+    finally:
+        CallbackOnlyPending.released.set()
+    time.sleep(0.2)  # the finisher's late answer, if it made one, would be here now
+    assert len([m for m in rec.to_apt if m.code in (201, 400)]) == 1
+
+
+def test_entry_capabilities_are_what_the_method_would_send():
+    """entry.py answers apt before importing the method: its bytes must be the
+    message the method itself composes for that scheme."""
+    from rebuildgate.apt.entry import KNOWN_CAPABILITIES, capabilities_message, inner_scheme
+
+    assert inner_scheme("/usr/lib/apt/methods/rebuildgate+https") == "https" and inner_scheme("/x/http") == ""
+    for scheme, fields in KNOWN_CAPABILITIES.items():
+        message = protocol.Message(protocol.CAPABILITIES, "Capabilities", list(fields))
+        assert capabilities_message(fields) == message.encode()
+        assert dict(fields)["Pipeline"] == "true" and dict(fields)["Send-Config"] == "true"
+        [parsed] = [protocol.read_message(io.BytesIO(capabilities_message(fields)))]
+        assert parsed.code == 100 and parsed.fields == list(fields)
 
 
 @pytest.mark.parametrize("mode, code, needle", [("block", 400, "blocked: because"),

@@ -1,0 +1,65 @@
+"""The method's entry point: introduce it to apt before importing anything heavy.
+
+apt starts every method once only to read its ``100 Capabilities`` (and then
+closes that instance), and once more for the downloads; both starts lie on
+the path of every ``apt-get`` run.  For the schemes whose capabilities are
+known this module writes them at once, with nothing imported but ``os`` and
+``sys``, and only then loads :mod:`.method` (the relay, ~20 ms of imports)
+and the library.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+PREFIX = "rebuildgate+"
+VERSION = "1.2"
+#: What apt 2.6's own methods announce (seen on Debian 12), with the two
+#: capabilities the gate needs itself: apt sends its configuration
+#: (Send-Config) and queues many downloads with us at once (Pipeline), which
+#: is what lets them be verified concurrently.  The method compares these
+#: with the real inner method's and reports a difference in its debug log.
+KNOWN_CAPABILITIES: dict[str, list[tuple[str, str]]] = {
+    "http": [("Send-URI-Encoded", "true"), ("Send-Config", "true"), ("Pipeline", "true"),
+             ("Version", VERSION)],
+    "https": [("Send-URI-Encoded", "true"), ("Send-Config", "true"), ("Pipeline", "true"),
+              ("Version", VERSION)],
+    "file": [("Send-URI-Encoded", "true"), ("Local-Only", "true"), ("Send-Config", "true"),
+             ("Single-Instance", "true"), ("Version", "1.0"), ("Pipeline", "true")],
+}
+
+
+def capabilities_message(fields: list[tuple[str, str]]) -> bytes:
+    return ("100 Capabilities\n" + "".join(f"{k}: {v}\n" for k, v in fields) + "\n").encode("ascii")
+
+
+def inner_scheme(argv0: str) -> str:
+    name = os.path.basename(argv0)
+    return name[len(PREFIX):] if name.startswith(PREFIX) else ""
+
+
+def _leave(signum, frame) -> None:  # noqa: ANN001
+    os._exit(0)
+
+
+def main() -> int:
+    """Console script ``rebuildgate-apt-method`` (linked as ``rebuildgate+http`` etc.)."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "rebuildgate"
+    fields = KNOWN_CAPABILITIES.get(inner_scheme(argv0))
+    introduced = False
+    # apt ends the instance it started only to read the capabilities with
+    # SIGINT, often while the rest is still being imported: leave quietly
+    # (method.main installs the real handlers).
+    signal.signal(signal.SIGINT, _leave)
+    signal.signal(signal.SIGTERM, _leave)
+    if fields is not None:
+        try:
+            os.write(1, capabilities_message(fields))
+            introduced = True
+        except OSError:
+            pass  # apt is gone; the method notices on stdin
+    from .method import main as method_main
+
+    return method_main(introduced=introduced)
