@@ -30,7 +30,6 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import BinaryIO
 
 from rebuildgate.errors import one_line
@@ -192,15 +191,15 @@ class Method:
                    + (f", skipped: {'; '.join(self.settings.skipped)}" if self.settings.skipped else ""))
         refusal = self.settings.error and f"rebuildgate: apt configuration error: {self.settings.error}"
         inner_gone = self.startup_problem if not self.inner_access else None
+        starting: InnerMethod | None = None
         if self.inner_access and not self.startup_problem:
             wanted = config.method_path(self.inner_access)
             if self.inner is None or os.path.realpath(self.inner.path) != os.path.realpath(wanted):
                 if self.inner is not None:
                     self.inner.close(2.0)
                     self.inner = None
-                try:
-                    caps = self._spawn(wanted)
-                    self._compare_capabilities(caps)
+                try:  # it starts while the library loads; its capabilities are read after
+                    starting = InnerMethod(wanted, self._on_inner_message, self._on_inner_exit)
                 except InnerMethodError as e:
                     inner_gone = f"rebuildgate: {e}"
         elif self.startup_problem:
@@ -210,6 +209,14 @@ class Method:
 
             self.engine = load_engine(self.settings.policy, self.settings.proxy)
             refusal = self.engine.refusal
+        if starting is not None:
+            try:
+                caps = starting.capabilities(STARTUP_TIMEOUT)
+                self.inner = starting
+                self._compare_capabilities(caps)
+            except InnerMethodError as e:
+                starting.close(1.0)
+                inner_gone = f"rebuildgate: {e}"
         try:
             who = drop_privileges(self.settings.sandbox_user, self.settings.no_drop_privs)
             self.debug(f"running as {who} (APT::Sandbox::User={self.settings.sandbox_user!r}); policy "

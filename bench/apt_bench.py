@@ -22,6 +22,7 @@ the rebuilders' own ed25519 keys.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shutil
@@ -208,6 +209,11 @@ def main() -> int:
         print("apt-get must run as root (its methods drop to _apt)", file=sys.stderr)
         return 2
 
+    # An installed package has its modules byte-compiled (Debian's py3compile);
+    # a source tree under PYTHONDONTWRITEBYTECODE=1 would compile them again
+    # in every method process apt starts.
+    compileall.compile_dir(str(ROOT / "apt_transport"), quiet=1)
+    compileall.compile_dir(str(ROOT / "common"), quiet=1)
     base = shared_tmpdir("rbg-apt-bench-")
     bench = Bench(base, max(sizes), repeats)
     gpg = None
