@@ -73,7 +73,6 @@ class Item:
     sha256: str | None = None  # of the downloaded file, once checked
     done: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
-    answering: threading.Lock = field(default_factory=threading.Lock)
 
 
 def to_inner(uri: str) -> str:
@@ -272,13 +271,11 @@ class Gate:
             self._refuse(item, path, f"rebuildgate: {verdict.summary()}")
             return
         warning = f"rebuildgate: {verdict.summary()}" if verdict.relaxed_by and not verdict.accepted else None
-        with item.answering:  # the warning and the 201 go out together, once
-            if item.done:
-                return
-            if warning:
-                self.send_apt(protocol.compose(protocol.WARNING, "Warning", URI=item.uri, Message=warning))
-            if self._close(item):
-                self.send_apt(done)
+        if not self._close(item):  # answered already (the other path, or a failure)
+            return
+        if warning:
+            self.send_apt(protocol.compose(protocol.WARNING, "Warning", URI=item.uri, Message=warning))
+        self.send_apt(done)
 
     # -- answers ------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ import threading
 import time
 import urllib.request
 from collections import OrderedDict
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,9 @@ class _EventLoop:
         """Run *coro* on the loop; a concurrent Future for its result."""
         try:
             return asyncio.run_coroutine_threadsafe(coro, self.loop())
+        except RuntimeError:  # the loop was closed meanwhile
+            coro.close()
+            raise FetchError("the fetcher is closed") from None
         except BaseException:
             coro.close()
             raise
@@ -249,7 +252,9 @@ class _Conn:
         self.reused = False
 
     def usable(self) -> bool:
-        return not self.reader.at_eof() and not self.writer.is_closing()
+        """Open, and holding no bytes nobody asked for (they would be read as
+        the next request's answer)."""
+        return not self.reader.at_eof() and not self.writer.is_closing() and not _buffered(self.reader)
 
     def close(self) -> None:
         try:
@@ -281,7 +286,10 @@ def _route(url: str, proxy: str | None) -> _Route:
     if p.username is not None:
         creds = f"{unquote(p.username)}:{unquote(p.password or '')}".encode("utf-8")
         extra = b"Proxy-Authorization: Basic " + base64.b64encode(creds) + b"\r\n"
-    pport = p.port or (443 if p.scheme == "https" else 80)
+    try:
+        pport = p.port or (443 if p.scheme == "https" else 80)
+    except ValueError:
+        raise FetchError(f"proxy {_host(proxy)!r} has a bad port") from None
     proxy_tls = p.hostname if p.scheme == "https" else None
     if scheme == "https":  # a tunnel: the proxy sees only host:port
         return _Route(("tunnel", proxy, host, port), p.hostname, pport, host, proxy_tls, f"{host}:{port}"
@@ -304,6 +312,7 @@ class _HttpClient:
         self._blocking = blocking
         self._idle: dict[tuple, list[_Conn]] = {}
         self._addresses: dict[tuple[str, int], list[tuple]] = {}
+        self._lookups: dict[tuple[str, int], asyncio.Future[Any]] = {}
         self.connections_opened = 0
         self.requests_sent = 0
 
@@ -357,19 +366,30 @@ class _HttpClient:
             conn.close()
 
     async def _resolve(self, host: str, port: int) -> list[tuple]:
-        found = self._addresses.get((host, port))
-        if found is None:
-            try:
-                ipaddress.ip_address(host)
-                found = [(socket.AF_INET6 if ":" in host else socket.AF_INET, host)]
-            except ValueError:
-                try:
-                    infos = await asyncio.wrap_future(self._blocking.submit(
-                        socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM))
-                except socket.gaierror as e:
-                    raise FetchError(f"cannot connect to {host}: {e.strerror or e}") from None
-                found = list(dict.fromkeys((info[0], info[4][0]) for info in infos))
-            self._addresses[(host, port)] = found
+        """Addresses of *host*, looked up once per Transport (concurrent callers share the lookup)."""
+        key = (host, port)
+        found = self._addresses.get(key)
+        if found is not None:
+            return found
+        try:
+            ipaddress.ip_address(host)
+            found = [(socket.AF_INET6 if ":" in host else socket.AF_INET, host)]
+            self._addresses[key] = found
+            return found
+        except ValueError:
+            pass
+        lookup = self._lookups.get(key)
+        if lookup is None:
+            lookup = self._lookups[key] = asyncio.wrap_future(self._blocking.submit(
+                socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM))
+            lookup.add_done_callback(lambda _f: self._lookups.pop(key, None))
+        try:
+            infos = await asyncio.shield(lookup)
+        except socket.gaierror as e:
+            raise FetchError(f"cannot connect to {host}: {e.strerror or e}") from None
+        except OSError as e:
+            raise FetchError(f"cannot resolve {host}: {e.strerror or e}") from None
+        found = self._addresses[key] = list(dict.fromkeys((info[0], info[4][0]) for info in infos))
         return found
 
     async def _open(self, route: _Route) -> _Conn:
@@ -415,7 +435,7 @@ class _HttpClient:
             raise FetchError(f"proxy refused {route.connect_to}: HTTP {status}")
         # Bytes the proxy sent after its answer and before the TLS handshake
         # would be read as the start of the rebuilder's (encrypted) answer.
-        if getattr(conn.reader, "_buffer", b""):
+        if _buffered(conn.reader):
             raise FetchError(f"proxy sent data for {route.connect_to} before the TLS handshake; refused")
         try:
             async with asyncio.timeout(self.settings.connect_timeout):
@@ -532,30 +552,36 @@ class _HttpClient:
 
     async def _exactly(self, reader: asyncio.StreamReader, length: int, url: str, timer: Any,
                        read_timeout: float, deadline: float) -> bytes:
-        chunks, size = [], 0
+        body = bytearray()
+        await self._exactly_into(body, reader, length, url, timer, read_timeout, deadline)
+        return bytes(body)
+
+    async def _exactly_into(self, body: bytearray, reader: asyncio.StreamReader, length: int, url: str,
+                            timer: Any, read_timeout: float, deadline: float) -> None:
+        """Append exactly *length* bytes to *body* (one buffer, whatever the
+        segment sizes: a body in a million tiny pieces costs no more memory)."""
+        size = 0
         while size < length:
             chunk = await self._read(reader, min(length - size, 65536), url)
             if not chunk:
                 raise FetchError(f"{url} closed the connection after {size} of {length} bytes")
             _move(timer, read_timeout, deadline)
-            chunks.append(chunk)
+            body += chunk
             size += len(chunk)
-        return b"".join(chunks)
 
     async def _until_close(self, reader: asyncio.StreamReader, url: str, timer: Any, read_timeout: float,
                            deadline: float) -> bytes:
-        chunks, size = [], 0
+        body = bytearray()
         while chunk := await self._read(reader, 65536, url):
-            size += len(chunk)
-            if size > self.settings.max_bytes:
+            if len(body) + len(chunk) > self.settings.max_bytes:
                 raise FetchError(f"{url} sent more than max_bytes ({self.settings.max_bytes})")
             _move(timer, read_timeout, deadline)
-            chunks.append(chunk)
-        return b"".join(chunks)
+            body += chunk
+        return bytes(body)
 
     async def _chunked(self, reader: asyncio.StreamReader, url: str, timer: Any, read_timeout: float,
                        deadline: float) -> bytes:
-        chunks, size = [], 0
+        body = bytearray()
         while True:
             line = await self._line(reader, url)
             m = _CHUNK_SIZE.fullmatch(line)
@@ -564,17 +590,16 @@ class _HttpClient:
             n = int(m.group(1), 16)
             if n == 0:
                 break
-            size += n
-            if size > self.settings.max_bytes:
+            if len(body) + n > self.settings.max_bytes:
                 raise FetchError(f"{url} sent more than max_bytes ({self.settings.max_bytes})")
-            chunks.append(await self._exactly(reader, n, url, timer, read_timeout, deadline))
+            await self._exactly_into(body, reader, n, url, timer, read_timeout, deadline)
             if await self._line(reader, url) not in (b"\r\n", b"\n"):
                 raise FetchError(f"{url} sent a chunk longer than it announced")
         for _ in range(MAX_HEADERS + 1):  # trailers, ignored
             line = await self._line(reader, url)
             _move(timer, read_timeout, deadline)
             if line in (b"\r\n", b"\n"):
-                return b"".join(chunks)
+                return bytes(body)
         raise FetchError(f"{url} sent more than {MAX_HEADERS} trailer lines")
 
     @staticmethod
@@ -595,6 +620,12 @@ class _HttpClient:
         if not line.endswith(b"\n"):
             raise FetchError(f"{url} closed the connection in the middle of its body")
         return line
+
+
+def _buffered(reader: asyncio.StreamReader) -> int:
+    """Bytes received and not yet read.  StreamReader has no public call for
+    it; its buffer has been ``_buffer`` (a bytearray) since asyncio began."""
+    return len(getattr(reader, "_buffer", b""))
 
 
 def _move(timer: Any, read_timeout: float, deadline: float) -> None:
@@ -671,6 +702,8 @@ class Transport:
         except TimeoutError:
             fut.cancel()
             raise FetchError("no answer within the deadline (the fetcher is stuck)") from None
+        except CancelledError:
+            raise FetchError("the fetcher was closed before the answer came") from None
 
     def close(self) -> None:
         self._io.close(self.http.close)

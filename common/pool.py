@@ -23,16 +23,24 @@ class DaemonPool:
         self._workers = workers
         self._name = name
         self._started = 0
-        self._idle = 0
+        self._idle = 0  # workers waiting for work
+        self._waiting = 0  # work nobody has taken yet
         self._lock = threading.Lock()
 
     def submit(self, fn: Callable, *args: Any) -> Future:
+        """Queue *fn*; a new worker starts whenever the work waiting outnumbers
+        the idle workers, so one call stuck in a system call never holds up
+        the others (up to the pool's size)."""
         fut: Future = Future()
-        self._queue.put((fut, fn, args))
         with self._lock:
-            if self._idle == 0 and self._started < self._workers:
+            self._waiting += 1
+            start = self._waiting > self._idle and self._started < self._workers
+            if start:
                 self._started += 1
-                threading.Thread(target=self._work, name=f"{self._name}-{self._started}", daemon=True).start()
+                number = self._started
+        self._queue.put((fut, fn, args))
+        if start:
+            threading.Thread(target=self._work, name=f"{self._name}-{number}", daemon=True).start()
         return fut
 
     def _work(self) -> None:
@@ -42,6 +50,8 @@ class DaemonPool:
             item = self._queue.get()
             with self._lock:
                 self._idle -= 1
+                if item is not None:
+                    self._waiting -= 1
             if item is None:
                 return
             fut, fn, args = item

@@ -114,6 +114,10 @@ class PendingVerdict:
             with self._lock:
                 if self._verdict is None:
                     self._verdict = self._conclude()
+            # Only now, with the verdict stored and the lock released: cancelling
+            # runs the done-callbacks on this thread, and they call result().
+            if self._running is not None and not self._running.done():
+                self._running.cancel()
         return self._verdict
 
     def _conclude(self) -> Verdict:
@@ -124,8 +128,6 @@ class PendingVerdict:
                 report = RebuilderReport(job.rebuilder, (), (Problem(
                     "timeout", f"no answer within the deadline of {self._verifier.policy.fetch.deadline:g}s"),))
             reports.append(report)
-        if self._running is not None and not self._running.done():
-            self._running.cancel()
         return self._verifier._finish(decide(self.artifact, self._rule, reports))
 
 
@@ -157,11 +159,13 @@ class Verifier:
         self._log_file: Any = None
         self._checked: dict[tuple[str, str, bytes], SignedLink | Problem] = {}
         self._log_lock = threading.Lock()
+        self._closed = False
 
     def close(self) -> None:
         self.transport.close()
         self._checkers.shutdown()
         with self._log_lock:
+            self._closed = True  # a verdict concluded after this is not logged by a reopened file
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
@@ -292,7 +296,7 @@ class Verifier:
             return self._open_log_locked()
 
     def _open_log_locked(self) -> str | None:
-        if self._log_file is None and not self._log_warned:
+        if self._log_file is None and not self._log_warned and not self._closed:
             self._log_file, error = open_log(self.policy)
             if error:
                 self._log_warned = True

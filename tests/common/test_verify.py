@@ -254,3 +254,32 @@ def test_done_callback_fires_once_all_rebuilders_answered(world) -> None:
         pending.add_done_callback(lambda: late.append(pending.done()))  # already done: called right here
     (elapsed, done), = fired
     assert done and elapsed >= 0.2 and late == [True]
+
+
+def test_a_callback_that_asks_for_the_verdict_never_deadlocks(world) -> None:
+    """Regression: concluding a verdict cancels the jobs still registered, and
+    cancelling runs the done-callbacks on the concluding thread; apt's gate
+    asks for the verdict from that callback.  That once left apt waiting
+    forever (seen in bench/apt_bench.py)."""
+    import threading
+    from concurrent.futures import Future
+
+    from rebuildgate.model import Problem, RebuilderReport
+    from rebuildgate.verify import PendingVerdict, _Job
+
+    _, policy = world(1, publish=False)
+    with Verifier(policy) as v:
+        art = artifact()
+        rule, _ = v._rule(art)
+        job = _Job("rb1", started=time.monotonic(),
+                   report=RebuilderReport("rb1", (), (Problem("missing", "no evidence"),)))
+        still_running: Future = Future()  # every report is in, the jobs' future not yet done
+        pending = PendingVerdict(v, art, rule, [job], still_running)
+        from_callback: list = []
+        pending.add_done_callback(lambda: from_callback.append(pending.result()))
+        box: list = []
+        waiter = threading.Thread(target=lambda: box.append(pending.result()), daemon=True)
+        waiter.start()
+        waiter.join(5)
+        assert not waiter.is_alive(), "result() deadlocked with its own done-callback"
+    assert box[0] is from_callback[0] and not box[0].allowed

@@ -171,3 +171,55 @@ def test_credentials_in_a_rebuilder_url_are_refused_not_sent(raw_server) -> None
         get(server.url.replace("http://", "http://user:secret@") + "/doc")
     assert "credentials" in str(e.value) and "secret" not in str(e.value)
     assert server.requests == []
+
+
+def test_bytes_beyond_the_framed_body_never_answer_the_next_request(raw_server) -> None:
+    """A server that sends more than it framed (a second, unasked-for answer)
+    cannot have it read as the answer to the next request on that connection."""
+    extra = answer(b"HTTP/1.1 200 OK\nContent-Length: 1\n\nA") + answer(b"HTTP/1.1 200 OK\nContent-Length: 8\n\nSMUGGLED")
+
+    def overshoot(conn: socket.socket, stopping: threading.Event) -> None:
+        conn.sendall(extra)
+        stopping.wait(2)
+
+    server = raw_server(overshoot)
+    t = Transport(SETTINGS)
+    try:
+        assert t.get(f"{server.url}/a", time.monotonic() + 2) == b"A"
+        time.sleep(0.05)
+        assert t.get(f"{server.url}/b", time.monotonic() + 2) == b"A"  # asked again, on a new connection
+        assert t.http.connections_opened == 2
+    finally:
+        t.close()
+
+
+def test_a_body_in_tiny_chunks_is_read_whole(raw_server) -> None:
+    body = bytes(range(256)) * 16  # 4096 bytes = max_bytes, one chunk per byte
+    chunks = b"".join(b"1\r\n" + body[i:i + 1] + b"\r\n" for i in range(len(body)))
+    server = raw_server(canned(answer(b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n") + chunks + b"0\r\n\r\n"))
+    assert get(f"{server.url}/doc") == body
+
+
+def test_concurrent_first_requests_share_one_name_lookup(rebuilder_server, monkeypatch) -> None:
+    import socket as socket_module
+
+    server = rebuilder_server()
+    for i in range(6):
+        (server.root / f"d{i}").write_bytes(b"x")
+    calls: list[str] = []
+    real = socket_module.getaddrinfo
+
+    def counting(host, *args, **kwargs):
+        calls.append(host)
+        time.sleep(0.1)  # a slow resolver: every request arrives while it runs
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket_module, "getaddrinfo", counting)
+    url = server.url.replace("127.0.0.1", "localhost")
+    t = Transport(SETTINGS)
+    try:
+        futures = [t.run(t.fetch(f"{url}/d{i}", time.monotonic() + 2)) for i in range(6)]
+        assert [f.result(5) for f in futures] == [b"x"] * 6
+        assert calls == ["localhost"]
+    finally:
+        t.close()
