@@ -45,16 +45,26 @@ def _leave(signum, frame) -> None:  # noqa: ANN001
 
 
 def main() -> int:
-    """Console script ``rebuildgate-apt-method`` (linked as ``rebuildgate+http`` etc.)."""
+    """Console script ``rebuildgate-apt-method``.
+
+    Run by the launcher :mod:`.install` writes as ``<methods>/rebuildgate``:
+    ``rebuildgate-apt-method --name <the name apt ran> [--introduced]``
+    (``--introduced``: the launcher has sent the capabilities already).
+    Run directly under a ``rebuildgate+<scheme>`` name, it introduces itself.
+    """
+    args = sys.argv[1:]
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "rebuildgate"
-    fields = KNOWN_CAPABILITIES.get(inner_scheme(argv0))
     introduced = False
-    # apt ends the instance it started only to read the capabilities with
-    # SIGINT, often while the rest is still being imported: leave quietly
+    if len(args) >= 2 and args[0] == "--name":
+        argv0, args = args[1], args[2:]
+        introduced = args[:1] == ["--introduced"]
+    # apt ends the instance it started only to read the capabilities,
+    # often while the rest is still being imported: leave quietly
     # (method.main installs the real handlers).
     signal.signal(signal.SIGINT, _leave)
     signal.signal(signal.SIGTERM, _leave)
-    if fields is not None:
+    fields = KNOWN_CAPABILITIES.get(inner_scheme(argv0))
+    if fields is not None and not introduced:
         try:
             os.write(1, capabilities_message(fields))
             introduced = True
@@ -62,4 +72,4 @@ def main() -> int:
             pass  # apt is gone; the method notices on stdin
     from .method import main as method_main
 
-    return method_main(introduced=introduced)
+    return method_main(argv0, introduced=introduced)

@@ -317,36 +317,51 @@ def _preload() -> None:
         pass
 
 
+_stopping = False
+
+
 def _raise_stop(signum, frame) -> None:  # noqa: ANN001
-    raise _Stop()
+    """The first SIGINT/SIGTERM ends the run; later ones are ignored (a second
+    _Stop raised during the shutdown would print a traceback into apt's output)."""
+    global _stopping
+    if not _stopping:
+        _stopping = True
+        raise _Stop()
 
 
-def main(introduced: bool = False) -> int:
-    """The method's run, after :func:`.entry.main` (the console script) maybe introduced it."""
-    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "rebuildgate"
+def main(argv0: str, introduced: bool = False) -> int:
+    """The method's run under the name apt started it as, after :func:`.entry.main`.
+
+    apt may stop the method at any moment, its start-up included (it stops
+    the instance it ran only to read the capabilities at once): the stop
+    signal's handler is installed inside the ``try`` that catches it.
+    """
     writer = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # fd 1 now reaches stderr: stray output cannot corrupt the protocol
     sys.stdout = sys.stderr
     reader = os.fdopen(os.dup(0), "rb")
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-    signal.signal(signal.SIGINT, _raise_stop)
-    signal.signal(signal.SIGTERM, _raise_stop)
-    method = Method(argv0, AptChannel(reader, writer))
+    method: Method | None = None
     code = 0
     try:
-        code = method.run(introduced)
+        try:
+            signal.signal(signal.SIGINT, _raise_stop)
+            signal.signal(signal.SIGTERM, _raise_stop)
+            method = Method(argv0, AptChannel(reader, writer))
+            code = method.run(introduced)
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
     except _Stop:
         code = 0
     except Exception as e:  # noqa: BLE001 - last resort: one line, then leave
         os.write(2, (one_line(f"rebuildgate: method crashed: {type(e).__name__}: {e}") + "\n").encode())
         code = 100
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
+    try:
+        if method is not None:
             method.shutdown()
-        except Exception:  # noqa: BLE001
-            pass
+    except BaseException:  # noqa: BLE001 - leaving anyway
+        pass
     # Worker threads may still wait on a rebuilder (bounded by timeouts);
     # apt is gone and nothing they produce matters now.
     os._exit(code)

@@ -47,7 +47,6 @@ import ssl
 import stat
 import threading
 import time
-import urllib.request
 from collections import OrderedDict
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
@@ -670,7 +669,7 @@ class Transport:
         self.settings = settings
         self.cache = cache
         self.proxy = settings.proxy or proxy  # the policy's, else the package manager's
-        self._env_proxies = {} if self.proxy else urllib.request.getproxies()
+        self._env_proxies = {} if self.proxy else _environment_proxies()
         self._proxies_by_host: dict[str, str | None] = {}
         self._io = _EventLoop("rbg-io")
         self._blocking = DaemonPool(max(4, min(settings.max_workers, 16)), "rbg-blocking")
@@ -726,6 +725,8 @@ class Transport:
         parts = urlsplit(url)
         key = f"{parts.scheme}://{parts.netloc}"
         if key not in self._proxies_by_host:
+            import urllib.request
+
             bypass = urllib.request.proxy_bypass_environment(parts.netloc.rsplit("@", 1)[-1], self._env_proxies)
             self._proxies_by_host[key] = None if bypass else self._env_proxies.get(parts.scheme)
         return self._proxies_by_host[key]
@@ -870,6 +871,17 @@ class Transport:
                 raise FetchError(f"{current} sent a {encoding[:20]}-encoded body though none was asked for")
             return resp.body
         raise FetchError(f"{url} redirects more than {MAX_REDIRECTS} times")
+
+
+def _environment_proxies() -> dict[str, str]:
+    """$http_proxy and friends, read as urllib reads them.  urllib.request
+    (with http.client and the email package) is imported only when one is
+    set: ~8 ms of every apt run's start-up otherwise."""
+    if not any(name.lower().endswith("_proxy") for name in os.environ):
+        return {}
+    import urllib.request
+
+    return urllib.request.getproxies()
 
 
 def _ca_bundle() -> str | None:

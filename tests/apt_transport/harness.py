@@ -117,8 +117,8 @@ class AptEnv:
         self.config = self.root / "apt.conf"
         self.config.write_text("\n".join(lines) + "\n")
         for path in self.root.rglob("*"):
-            if not path.is_symlink():
-                path.chmod(0o755 if path.is_dir() else 0o644)
+            if not path.is_symlink():  # readable by apt's sandbox user; programs stay runnable
+                path.chmod(0o755 if path.is_dir() or path.stat().st_mode & 0o100 else 0o644)
 
     def sources(self, lines: Iterable[str]) -> None:
         (self.etc / "sources.list").write_text("".join(f"{line}\n" for line in lines))

@@ -54,7 +54,7 @@ def test_accepts_and_exits_when_stdin_closes(setup):
         done = m.until({201, 400})
         assert done.code == 201, done
         pids = descendants(m.proc.pid)
-        assert len(pids) == 2  # the method and apt's file method
+        assert len(pids) == 3  # the launcher script, the method and apt's file method
         m.close_stdin()
         assert m.wait(10) == 0
         time.sleep(0.2)
@@ -90,6 +90,27 @@ def test_sigint_from_apt_ends_it_quietly(setup):
     time.sleep(0.3)
     assert b"Traceback" not in m.stderr and b"KeyboardInterrupt" not in m.stderr
     assert not any(Path(f"/proc/{p}").exists() for p in pids[1:])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stopped_at_any_moment_of_start_up_it_leaves_quietly(setup, signum):
+    """apt stops the instance it started only to read the capabilities as soon
+    as it has them (it closes the pipes, sends SIGINT and waits), wherever the
+    rest of the start-up is: never a traceback in apt's output, never a
+    failing exit status."""
+    for delay in (0.0, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.3):
+        m = MethodProcess(setup["methods"], "rebuildgate+http")
+        try:
+            assert m.next().code == 100
+            time.sleep(delay)
+            m.close_stdin()
+            os.kill(m.proc.pid, signum)
+            assert m.wait(10) == 0, f"exit status after a stop {delay}s into start-up"
+            time.sleep(0.1)  # stderr read to its end
+            assert m.stderr == b"", f"stop {delay}s into start-up printed {m.stderr[:300]!r}"
+        finally:
+            if m.proc.poll() is None:
+                m.kill()
 
 
 def test_inner_method_dying_fails_open_downloads(setup, world: World):
