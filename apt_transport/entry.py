@@ -63,6 +63,9 @@ def main() -> int:
     # (method.main installs the real handlers).
     signal.signal(signal.SIGINT, _leave)
     signal.signal(signal.SIGTERM, _leave)
+    # The launcher runs us as a background job, which a shell starts with
+    # SIGQUIT ignored; apt's inner method must not inherit that.
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
     fields = KNOWN_CAPABILITIES.get(inner_scheme(argv0))
     if fields is not None and not introduced:
         try:

@@ -42,9 +42,7 @@ def install_method(methods_dir: Path, executable: Path | None = None, schemes=SC
     methods_dir.mkdir(parents=True, exist_ok=True)
     target = executable or method_executable()
     launcher = methods_dir / "rebuildgate"
-    if launcher.is_symlink() or launcher.exists():
-        launcher.unlink()
-    tmp = methods_dir / ".rebuildgate.tmp"
+    tmp = methods_dir / ".rebuildgate.tmp"  # replaced atomically: apt never finds no method
     tmp.write_text(launcher_script(target))
     tmp.chmod(0o755)
     os.replace(tmp, launcher)
@@ -85,19 +83,16 @@ def launcher_script(target: Path) -> str:
         "#!/bin/sh\n"
         "# rebuildgate's APT method launcher, written by python -m rebuildgate.apt.install\n"
         "# (see launcher_script there for why it is a shell script).\n"
-        "child=\n"
-        "trap 'if [ -n \"$child\" ]; then kill -TERM \"$child\" 2>/dev/null; wait \"$child\" 2>/dev/null; fi; exit 0' INT TERM\n"
+        # $! (not a variable set after the fork): a stop right after the fork still reaches the child
+        "trap 'if [ -n \"$!\" ]; then kill -TERM \"$!\" 2>/dev/null; wait \"$!\" 2>/dev/null; fi; exit 0' INT TERM\n"
         "introduced=\n"
         'case "${0##*/}" in\n'
         + "".join(cases) +
         "esac\n"
         "exec 3<&0\n"
         f'{program} --name "$0" $introduced <&3 3<&- &\n'
-        "child=$!\n"
-        'wait "$child"\n'
-        "status=$?\n"
-        "child=\n"
-        'exit "$status"\n'
+        'wait "$!"\n'
+        'exit "$?"\n'
     )
 
 

@@ -350,6 +350,8 @@ def main(argv0: str, introduced: bool = False) -> int:
             method = Method(argv0, AptChannel(reader, writer))
             code = method.run(introduced)
         finally:
+            global _stopping
+            _stopping = True  # from here on a stop signal changes nothing
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
     except _Stop:
@@ -357,6 +359,9 @@ def main(argv0: str, introduced: bool = False) -> int:
     except Exception as e:  # noqa: BLE001 - last resort: one line, then leave
         os.write(2, (one_line(f"rebuildgate: method crashed: {type(e).__name__}: {e}") + "\n").encode())
         code = 100
+    # apt waits for us: whatever the shutdown meets, the process ends (SIGALRM's
+    # default action) well within a minute.
+    signal.alarm(15)
     try:
         if method is not None:
             method.shutdown()

@@ -381,7 +381,7 @@ class _HttpClient:
         if lookup is None:
             lookup = self._lookups[key] = asyncio.wrap_future(self._blocking.submit(
                 socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM))
-            lookup.add_done_callback(lambda _f: self._lookups.pop(key, None))
+            lookup.add_done_callback(lambda f: (self._lookups.pop(key, None), f.cancelled() or f.exception()))
         try:
             infos = await asyncio.shield(lookup)
         except socket.gaierror as e:
