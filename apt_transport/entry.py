@@ -21,11 +21,13 @@ VERSION = "1.2"
 #: (Send-Config) and queues many downloads with us at once (Pipeline), which
 #: is what lets them be verified concurrently.  The method compares these
 #: with the real inner method's and reports a difference in its debug log.
+#: ``DEFAULT_CAPABILITIES`` are also what the method announces for a scheme
+#: whose own method it could not ask.
+DEFAULT_CAPABILITIES = [("Send-URI-Encoded", "true"), ("Send-Config", "true"), ("Pipeline", "true"),
+                        ("Version", VERSION)]
 KNOWN_CAPABILITIES: dict[str, list[tuple[str, str]]] = {
-    "http": [("Send-URI-Encoded", "true"), ("Send-Config", "true"), ("Pipeline", "true"),
-             ("Version", VERSION)],
-    "https": [("Send-URI-Encoded", "true"), ("Send-Config", "true"), ("Pipeline", "true"),
-              ("Version", VERSION)],
+    "http": DEFAULT_CAPABILITIES,
+    "https": DEFAULT_CAPABILITIES,
     "file": [("Send-URI-Encoded", "true"), ("Local-Only", "true"), ("Send-Config", "true"),
              ("Single-Instance", "true"), ("Version", "1.0"), ("Pipeline", "true")],
 }

@@ -208,27 +208,30 @@ class Gate:
         checked; this thread's own bounded wait is the fallback.  Whichever
         comes first answers (:meth:`_close` lets only one through).
         """
+        path = done.get("Filename") or item.filename
         try:
-            checked = self._check_file(item, done)
-            if checked is None:
+            pending = self._check_file(item, done, path)
+            if pending is None:
                 return
-            path, pending = checked
             pending.add_done_callback(lambda: self._answer_safely(item, done, path, pending))
-            self._answer(item, done, path, pending.result())
         except Exception as e:  # noqa: BLE001 - a bug fails this download, never opens it
-            self._refuse(item, done.get("Filename") or item.filename,
-                         f"rebuildgate: internal error while verifying {item.uri}: {type(e).__name__}: {e}")
+            self._internal_error(item, path, e)
+            return
+        self._answer_safely(item, done, path, pending)
 
     def _answer_safely(self, item: Item, done: protocol.Message, path: str, pending: PendingLike) -> None:
+        """Wait for the verdict and answer; never raises (it also runs on the fetcher's loop)."""
         try:
             self._answer(item, done, path, pending.result())
-        except Exception as e:  # noqa: BLE001 - on the fetcher's loop: never raise there
-            self._refuse(item, path, f"rebuildgate: internal error while verifying {item.uri}: "
-                                     f"{type(e).__name__}: {e}")
+        except Exception as e:  # noqa: BLE001 - a bug fails this download, never opens it
+            self._internal_error(item, path, e)
 
-    def _check_file(self, item: Item, done: protocol.Message) -> tuple[str, PendingLike] | None:
+    def _internal_error(self, item: Item, path: str, error: Exception) -> None:
+        self._refuse(item, path, f"rebuildgate: internal error while verifying {item.uri}: "
+                                 f"{type(error).__name__}: {error}")
+
+    def _check_file(self, item: Item, done: protocol.Message, path: str) -> PendingLike | None:
         """The file's hashes against every claim; its pending verdict, or None once refused."""
-        path = done.get("Filename") or item.filename
         try:
             # sha512 only matters when the verification has to start from the file.
             sha256, sha512 = file_digests(path, with_sha512=item.verification is None)
@@ -255,7 +258,7 @@ class Gate:
             pending = self._resolver.submit(self._start_verification, item, sha256, sha512).result(
                 timeout=RESOLVE_TIMEOUT)
         item.sha256 = sha256
-        return path, pending
+        return pending
 
     def _answer(self, item: Item, done: protocol.Message, path: str, verdict: Any) -> None:
         """Send apt the 201, or refuse; once per item, whoever calls first."""

@@ -36,15 +36,13 @@ from rebuildgate.errors import one_line
 
 from . import protocol
 from .aptconfig import MethodSettings
-from .entry import KNOWN_CAPABILITIES, VERSION
+from .entry import DEFAULT_CAPABILITIES, KNOWN_CAPABILITIES
 from .inner import InnerMethod, InnerMethodError
 
 PREFIX = "rebuildgate+"  # as gate.PREFIX; gate is imported once apt sent its configuration
 
 STARTED = time.monotonic()
 STARTUP_TIMEOUT = 15.0
-DEFAULT_CAPABILITIES = [("Send-URI-Encoded", "true"), ("Send-Config", "true"), ("Pipeline", "true"),
-                        ("Version", VERSION)]
 #: Capabilities that change how apt treats a method; a mismatch between the
 #: table above and the real inner method is reported in the debug log.
 SIGNIFICANT = ("Send-URI-Encoded", "Local-Only", "Single-Instance", "Removable", "Needs-Cleanup")

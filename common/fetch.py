@@ -225,7 +225,6 @@ class _Response:
     status: int
     headers: _Headers
     body: bytes
-    reusable: bool
 
 
 @dataclass
@@ -233,6 +232,7 @@ class _Route:
     """How to reach one URL: the server itself or a proxy, and what to say."""
 
     key: tuple  # the idle-connection pool this route uses
+    authority: str  # the URL's host[:port], for the Host header and messages
     host: str  # where the TCP connection goes
     port: int
     tls_host: str | None  # TLS to the server (direct https, or inside CONNECT)
@@ -276,8 +276,8 @@ def _route(url: str, proxy: str | None) -> _Route:
     netloc = parts.netloc
     origin = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if not proxy:
-        return _Route(("direct", scheme, host, port), host, port, host if scheme == "https" else None, None, None,
-                      origin, b"")
+        return _Route(("direct", scheme, host, port), netloc, host, port, host if scheme == "https" else None, None,
+                      None, origin, b"")
     p = urlsplit(proxy)
     if p.scheme not in ("http", "https") or not p.hostname:
         raise FetchError(f"proxy {_host(proxy)!r} is not an http:// or https:// URL")
@@ -291,9 +291,10 @@ def _route(url: str, proxy: str | None) -> _Route:
         raise FetchError(f"proxy {_host(proxy)!r} has a bad port") from None
     proxy_tls = p.hostname if p.scheme == "https" else None
     if scheme == "https":  # a tunnel: the proxy sees only host:port
-        return _Route(("tunnel", proxy, host, port), p.hostname, pport, host, proxy_tls, f"{host}:{port}"
+        return _Route(("tunnel", proxy, host, port), netloc, p.hostname, pport, host, proxy_tls, f"{host}:{port}"
                       if ":" not in host else f"[{host}]:{port}", origin, extra)
-    return _Route(("proxy", proxy), p.hostname, pport, None, proxy_tls, None, f"http://{netloc}{origin}", extra)
+    return _Route(("proxy", proxy), netloc, p.hostname, pport, None, proxy_tls, None, f"http://{netloc}{origin}",
+                  extra)
 
 
 class _HttpClient:
@@ -446,7 +447,7 @@ class _HttpClient:
 
     async def _exchange(self, conn: _Conn, url: str, route: _Route, read_timeout: float,
                         deadline: float) -> _Response:
-        host = urlsplit(url).netloc
+        host = route.authority
         request = (f"GET {route.target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
                    "Accept: */*\r\nAccept-Encoding: identity\r\n").encode("ascii") + (
                        route.extra if not route.connect_to else b"") + b"\r\n"
@@ -472,7 +473,7 @@ class _HttpClient:
             self._give_back(route.key, conn)
         else:
             conn.close()
-        return _Response(status, headers, body, reusable)
+        return _Response(status, headers, body)
 
     async def _head(self, reader: asyncio.StreamReader, host: str, timer: Any = None,
                     read_timeout: float = 0.0, deadline: float = 0.0) -> tuple[int, _Headers, bool]:
@@ -523,8 +524,8 @@ class _HttpClient:
         keep = not http10 and "close" not in (headers.get("Connection") or "").lower()
         if status in (204, 304):
             return b"", keep
-        encodings = headers.get_all("Transfer-Encoding") or []
-        lengths = headers.get_all("Content-Length") or []
+        encodings = headers.get_all("Transfer-Encoding")
+        lengths = headers.get_all("Content-Length")
         if encodings:
             if [e.strip().lower() for e in ",".join(encodings).split(",")] != ["chunked"]:
                 raise FetchError(f"{url} sent an unsupported transfer coding {','.join(encodings)[:40]!r}")
@@ -754,19 +755,16 @@ class Transport:
         self._inflight[url] = fut
         try:
             body = await self._fetch(url, deadline, root, use_cache)
-        except EvidenceMissing as e:
-            self._remember(url, None)
-            fut.set_exception(e)
-            fut.exception()  # retrieved: no "never retrieved" warning when nobody shared it
-            raise
         except BaseException as e:
-            self._inflight.pop(url, None)  # transient errors are retried by the next caller
-            if isinstance(e, Exception):
-                fut.set_exception(e)
-                fut.exception()
-            else:  # cancelled by its caller's deadline: those sharing it are told, not cancelled
-                fut.set_exception(FetchError(f"no answer from {_host(url)} within another package's deadline"))
-                fut.exception()
+            if isinstance(e, EvidenceMissing):
+                self._remember(url, None)
+            else:
+                self._inflight.pop(url, None)  # transient errors are retried by the next caller
+            # Those sharing it get the same error; a cancellation (its caller's
+            # deadline) is told to them, not passed on as their own.
+            fut.set_exception(e if isinstance(e, Exception) else
+                              FetchError(f"no answer from {_host(url)} within another package's deadline"))
+            fut.exception()  # retrieved: no "never retrieved" warning when nobody shared it
             raise
         self._remember(url, body)
         fut.set_result(body)

@@ -53,6 +53,10 @@ class _Job:
     report: RebuilderReport | None = None
 
 
+def _timed_out(rebuilder: str, deadline: float) -> RebuilderReport:
+    return RebuilderReport(rebuilder, (), (Problem("timeout", f"no answer within the deadline of {deadline:g}s"),))
+
+
 class PendingVerdict:
     """A verdict being computed; :meth:`result` waits for it (bounded)."""
 
@@ -125,8 +129,7 @@ class PendingVerdict:
         for job in self._jobs:
             report = job.report
             if report is None:
-                report = RebuilderReport(job.rebuilder, (), (Problem(
-                    "timeout", f"no answer within the deadline of {self._verifier.policy.fetch.deadline:g}s"),))
+                report = _timed_out(job.rebuilder, self._verifier.policy.fetch.deadline)
             reports.append(report)
         return self._verifier._finish(decide(self.artifact, self._rule, reports))
 
@@ -236,8 +239,7 @@ class Verifier:
                     async with asyncio.timeout_at(deadline + 0.2):  # the fetcher's own deadline comes first
                         job.report = await self._report(rebuilder, artifact, deadline)
                 except TimeoutError:
-                    job.report = RebuilderReport(rebuilder.name, (), (Problem(
-                        "timeout", f"no answer within the deadline of {self.policy.fetch.deadline:g}s"),))
+                    job.report = _timed_out(rebuilder.name, self.policy.fetch.deadline)
         except Exception as e:  # noqa: BLE001 - a bug costs the vote, never opens the gate
             job.report = RebuilderReport(rebuilder.name, (), (Problem("internal-error", repr(e)[:300]),))
 
