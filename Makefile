@@ -1,6 +1,11 @@
 # rebuildgate: the two commands a fresh Debian 12 machine (as root) needs are
 #   make demo    - the main job on built-in sample data
-#   make test    - install what the tests need, then run every test
+#   make test    - install what the tests need, then run every test that needs
+#                  nothing beside the checkout
+# and CI (.ci/run) also runs
+#   make conformance - the checks against other projects' published metadata
+#                  in ../shared (only beside this checkout; $REBUILDGATE_SHARED
+#                  points elsewhere): tests/conformance
 
 PYTHON      ?= /usr/bin/python3
 VENV        ?= .venv
@@ -12,7 +17,7 @@ SYSTEM_PACKAGES := python3 python3-venv python3-pip python3-apt python3-dnf pyth
                    createrepo-c dpkg-dev apt-utils gnupg fakeroot ca-certificates
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test demo bench check-config clean
+.PHONY: all deps venv test conformance demo bench check-config clean
 
 all: test
 
@@ -31,8 +36,12 @@ $(VENV)/.installed: pyproject.toml
 
 venv: deps $(VENV)/.installed
 
+# tests/conftest.py keeps tests/conformance out of a plain pytest run too.
 test: venv
-	$(VPY) -m pytest $(PYTEST_ARGS)
+	$(VPY) -m pytest --ignore=tests/conformance $(PYTEST_ARGS)
+
+conformance: venv
+	$(VPY) -m pytest tests/conformance $(PYTEST_ARGS)
 
 demo: venv
 	$(VPY) demo/run.py

@@ -17,6 +17,12 @@ from tests.support.server import RebuilderServer
 
 GPG_UID = "rebuildgate test rebuilder <rebuilder@rebuildgate.invalid>"
 
+# tests/conformance reads ../shared, which only exists beside this checkout:
+# it runs through `make conformance`, never in a plain `pytest`/`make test`.
+# (A path given explicitly, `pytest tests/conformance`, is still collected:
+# pytest applies collect_ignore only to what it finds by recursing.)
+collect_ignore = ["conformance"]
+
 
 @pytest.fixture
 def tmp_keys(tmp_path: Path) -> Callable[..., TestKey]:

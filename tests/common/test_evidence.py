@@ -18,7 +18,6 @@ from rebuildgate.evidence import KeySet, load_gpg_keys, load_pem_keys, verify_do
 from tests.support.links import (make_link, rebuilderd_public_pem, sign_dsse, sign_legacy, sign_legacy_gpg,
                                  sign_rebuilderd, tamper)
 
-COMPAT = Path(__file__).resolve().parents[2].parent / "shared" / "compat"
 DEB = "hello_1.0-1_all.deb"
 CONTENT = b"the package"
 
@@ -227,32 +226,3 @@ def test_fuzz_bytes_never_crash(raw) -> None:
 
 _FUZZ_KEYS: dict[str, KeySet] = {}
 
-
-# --- the real-world files in ../shared/compat --------------------------------
-
-def test_compat_rebuilderd_debian_link_votes() -> None:
-    ks = keyset("debian", COMPAT / "rebuilderd" / "reproduce-debian-net-amd64.pub")
-    link = verify_document((COMPAT / "rebuilderd" / "librust-as-slice-dev_0.2.1-1+b2_amd64.in-toto.link").read_bytes(), ks)
-    assert link.products["librust-as-slice-dev_0.2.1-1+b2_amd64.deb"]["sha256"].startswith("32be9549")
-
-
-def test_compat_rebuilderd_arch_link_votes_and_invalid_does_not() -> None:
-    ks = keyset("arch", COMPAT / "rebuilderd" / "reproducible-archlinux.pub")
-    good = verify_document((COMPAT / "rebuilderd" / "filesystem-2025.10.12-1-any.in-toto.link").read_bytes(), ks)
-    assert good.products["filesystem-2025.10.12-1-any.pkg.tar.zst"]["sha256"].startswith("6b6c3fee")
-    with pytest.raises((BadSignature, UnknownKey)):
-        verify_document((COMPAT / "rebuilderd" / "filesystem-2025.10.12-1-any.INVALID.in-toto.link").read_bytes(), ks)
-
-
-def test_compat_rebuilderd_keys_are_not_interchangeable() -> None:
-    ks = keyset("debian", COMPAT / "rebuilderd" / "reproduce-debian-net-amd64.pub")
-    with pytest.raises(UnknownKey):
-        verify_document((COMPAT / "rebuilderd" / "filesystem-2025.10.12-1-any.in-toto.link").read_bytes(), ks)
-
-
-@pytest.mark.parametrize("who,fpr", [("5863835e", "5863835E5EC8E640FA24410F069EDC1D59B58507"),
-                                     ("e946fc60", "E946FC6076D683584E6803DBD35BAD6A79A3C6B3")])
-def test_compat_apt_transport_in_toto_links(who, fpr) -> None:
-    ks = gpg_keyset(who, fpr, COMPAT / "apt-transport-in-toto" / "gpg_keyring" / "pubring.gpg")
-    link = verify_document((COMPAT / "apt-transport-in-toto" / f"rebuild.{who}.link").read_bytes(), ks)
-    assert link.products["final-product_0.0.0.0-0_all.deb"]["sha256"].startswith("95b066f5")
