@@ -153,9 +153,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from .evidence import load_keyset
 
     policy = load_policy(args.policy)
-    for i, rb in enumerate(policy.rebuilders):
-        load_keyset(rb, i, policy.path)
-    for line in policy.describe():
+    keys = {rb.name: load_keyset(rb, i, policy.path).describe() for i, rb in enumerate(policy.rebuilders)}
+    for line in policy.describe(keys):
         print(line)
     print("policy OK")
     return EXIT_OK

@@ -7,7 +7,9 @@ The rule, in full:
    :class:`~rebuildgate.model.SignedLink`) and whose products name the
    artifact's file with a strong digest (sha256 or sha512) equal to the
    artifact's.  Products that name other files are ignored: one link may
-   cover a whole source package or several architectures.
+   cover a whole source package or several architectures.  An in-toto
+   Statement of a predicate type the policy accepts for that rebuilder is
+   such a link, its subjects being the products.
 2. A **conflict** is such a link that gives the artifact's file a *different*
    strong digest.  It is the signal of a targeted backdoor (or of an
    unreproducible build), so it is counted and reported on its own.  A
@@ -190,7 +192,7 @@ def _compare(link: SignedLink, names: frozenset[str], artifact: Artifact) -> tup
     """Classify one link: ("vote"|"conflict"|"weak", algorithm, digest) or None if unrelated."""
     known = artifact.digests
     result: tuple[str, str, str] | None = None
-    for path, digests in link.products.items():
+    for path, digests in link.artifacts():
         if _basename(path) not in names and path not in names:
             continue
         if not isinstance(digests, Mapping):

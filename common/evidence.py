@@ -10,13 +10,21 @@ securesystemslib (no gpg subprocess per document):
   with ed25519 / ecdsa / rsa keys, or with OpenPGP in either encoding
   (``sig`` as securesystemslib's GPGSigner writes, ``signature`` as in-toto
   1.x wrote);
-* DSSE envelopes with payload type ``application/vnd.in-toto+json``;
+* DSSE envelopes with payload type ``application/vnd.in-toto+json``
+  holding a link, or an in-toto Statement (v0.1 or v1) whose predicate
+  type the policy accepts for the rebuilder (:func:`_subjects`);
 * rebuilderd's in-toto-rs links: ``environment`` null, two signatures whose
   keyids are computed differently, and ed25519 keys published as PEM with a
   NULL algorithm parameter.  Keyids are hints only: when no keyid matches,
   every key of the rebuilder is tried.
 
 The signed payload is checked against in-toto's link format (see :func:`_products`).
+
+Keys (:func:`key_file_to_crypto`) come as PEM or DER SubjectPublicKeyInfo,
+securesystemslib JSON key files, raw 32-byte ed25519 keys, OpenPGP keyrings,
+or the ``keys`` table of an in-toto layout.  RSA keys are tried with PSS and
+PKCS#1 v1.5, ECDSA keys with the curve's hash and with SHA-256 (as
+in-toto-java and cosign sign): the document does not say which.
 """
 
 from __future__ import annotations
@@ -47,9 +55,15 @@ from .errors import (
     UnsupportedEvidence,
 )
 from .model import SignedLink
+from .policy import DEFAULT_PREDICATE_TYPES
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+STATEMENT_TYPES = ("https://in-toto.io/Statement/v0.1", "https://in-toto.io/Statement/v1")
 MAX_SIGNATURES = 16  # more than this on one document is an attack, not a rebuilder
+MAX_SUBJECTS = 10000  # a rebuild has a few binaries; a whole build tree has thousands at most
+#: witness names a step's output files ``https://witness.dev/attestations/product/v0.1/file:<path>``.
+_WITNESS_PRODUCT = re.compile(r"https://witness\.dev/attestations/product/v[0-9.]+/file:(.+)", re.S)
+_STRONG = ("sha256", "sha512")
 _ED25519_OID = bytes.fromhex("06032b6570")
 
 
@@ -79,21 +93,38 @@ class KeySet:
         k = keyid.lower()
         return [t for t in self.keys if t.key.keyid.lower() == k]
 
+    def describe(self) -> list[str]:
+        """One line per key (not per scheme variant), with the keyid that
+        rebuilders put in their signatures, for ``check-config``."""
+        lines: dict[tuple[str, str], str] = {}
+        for t in self.keys:
+            what = "OpenPGP" if t.key.scheme.startswith("pgp+") else t.key.keytype
+            note = f" ({t.expired})" if t.expired else ""
+            lines.setdefault((t.identity, t.key.keyid), f"{t.label}: {what}, keyid {t.key.keyid}{note}")
+        return list(lines.values())
+
 
 # --------------------------------------------------------------------------
 # Loading keys (once per process: this is the expensive part for OpenPGP)
 
 
-def _pem_to_crypto(pem: bytes) -> Any:
+def _ed25519_from_der(der: bytes) -> Any:
+    """An ed25519 SPKI that cryptography refuses: rebuilderd writes it with a
+    NULL algorithm parameter.  The raw key is the last 32 bytes of the DER."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    if _ED25519_OID in der[:16] and len(der) in (44, 46) and der[-35:-32] == b"\x03\x21\x00":
+        return Ed25519PublicKey.from_public_bytes(der[-32:])
+    raise ValueError("unsupported or corrupt public key")
+
+
+def _pem_to_crypto(pem: bytes) -> Any:
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     try:
         return load_pem_public_key(pem)
     except (ValueError, TypeError):
         pass
-    # rebuilderd writes ed25519 SPKI with a NULL algorithm parameter, which
-    # cryptography refuses; the raw key is the last 32 bytes of the DER.
     text = pem.decode("ascii", "replace")
     if "-----BEGIN PUBLIC KEY-----" not in text:
         raise ValueError("not a PEM public key (expected '-----BEGIN PUBLIC KEY-----')")
@@ -102,38 +133,181 @@ def _pem_to_crypto(pem: bytes) -> Any:
         der = base64.b64decode("".join(body.split()), validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("PEM body is not base64") from None
-    if _ED25519_OID in der[:16] and len(der) in (44, 46) and der[-35:-32] == b"\x03\x21\x00":
-        return Ed25519PublicKey.from_public_bytes(der[-32:])
-    raise ValueError("unsupported or corrupt public key")
+    return _ed25519_from_der(der)
 
 
-def _sslib_keys(crypto_key: Any) -> list[SSlibKey]:
+def _der_to_crypto(der: bytes) -> Any:
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    try:
+        return load_der_public_key(der)
+    except (ValueError, TypeError):
+        return _ed25519_from_der(der)
+
+
+def _sslib_dict_to_crypto(key: Any, what: str) -> Any:
+    """The public key of a securesystemslib / in-toto key dict
+    (``{"keytype", "scheme", "keyval": {"public": ...}}``): ed25519 keys are
+    hex, rsa and ecdsa keys PEM text."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    if not isinstance(key, dict) or not isinstance(key.get("keyval"), dict):
+        raise ValueError(f"{what} is not a securesystemslib key (no 'keyval')")
+    keytype, public = key.get("keytype", key.get("type")), key["keyval"].get("public")
+    if keytype == "ed25519" and isinstance(public, str):
+        try:
+            raw = bytes.fromhex(public)
+        except ValueError:
+            raise ValueError(f"{what}: ed25519 'public' is not hex") from None
+        if len(raw) != 32:
+            raise ValueError(f"{what}: ed25519 'public' is {len(raw)} bytes, not 32")
+        return Ed25519PublicKey.from_public_bytes(raw)
+    if keytype in ("rsa", "ecdsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384") and isinstance(public, str):
+        if str(key.get("scheme", key.get("method", ""))).startswith("pgp+"):
+            raise ValueError(f"{what} is an OpenPGP key: give its fingerprint in gpg_keys and a keyring")
+        return _pem_to_crypto(public.encode("utf-8"))
+    if isinstance(public, dict):
+        raise ValueError(f"{what} is an OpenPGP key: give its fingerprint in gpg_keys and a keyring")
+    raise ValueError(f"{what}: unsupported key type {str(keytype)[:40]!r} (ed25519, ecdsa or rsa)")
+
+
+def _published_keyid(key: dict) -> str:
+    """The keyid in-toto gives a key dict: sha256 of its canonical JSON
+    without the private part and without the keyid itself."""
+    public = {k: v for k, v in key.items() if k != "keyid"}
+    public["keyval"] = {"public": key["keyval"]["public"]}
+    return hashlib.sha256(encode_canonical(public).encode("utf-8")).hexdigest()
+
+
+def key_file_to_crypto(data: bytes) -> tuple[Any, str, str | None]:
+    """(cryptography public key, encoding name, published keyid or None) of a key file.
+
+    Read are PEM SubjectPublicKeyInfo (also rebuilderd's ed25519 with a NULL
+    parameter), DER SubjectPublicKeyInfo, a securesystemslib JSON key file
+    (how in-toto publishes ed25519 keys) and a raw 32-byte ed25519 key.
+    """
+    head = data.lstrip()[:64]
+    if len(data) == 32:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        return Ed25519PublicKey.from_public_bytes(data), "raw ed25519", None
+    if head.startswith(b"-----BEGIN PGP"):
+        raise ValueError("an OpenPGP key block: give its fingerprint in gpg_keys and the file as gpg_keyring")
+    if head.startswith(b"-----"):
+        return _pem_to_crypto(data), "PEM", None
+    if head.startswith(b"{"):
+        try:
+            key = json.loads(data)
+        except (ValueError, RecursionError) as e:
+            raise ValueError(f"not a JSON key file: {e}") from None
+        crypto_key = _sslib_dict_to_crypto(key, "JSON key")
+        keyid = key.get("keyid") if isinstance(key.get("keyid"), str) else _published_keyid(key)
+        return crypto_key, "securesystemslib JSON", keyid.lower()
+    if head.startswith(b"\x30"):
+        return _der_to_crypto(data), "DER", None
+    if head.startswith(b"ssh-"):
+        raise ValueError("an OpenSSH key: convert it to PEM (ssh-keygen -e -m PKCS8 -f FILE)")
+    raise ValueError("not a public key (PEM, DER, securesystemslib JSON or raw 32-byte ed25519)")
+
+
+class _EcdsaSha256Key(SSlibKey):
+    """An ECDSA key on P-384 or P-521 whose signatures hash with SHA-256.
+
+    securesystemslib ties each curve to its own hash (P-384/SHA-384,
+    P-521/SHA-512), but in-toto-java and cosign sign SHA-256 on every curve.
+    This variant verifies exactly that with cryptography, nothing else.
+    """
+
+    def verify_signature(self, signature: Signature, data: bytes) -> None:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ec import ECDSA
+        from cryptography.hazmat.primitives.hashes import SHA256
+        from securesystemslib.exceptions import UnverifiedSignatureError, VerificationError
+
+        if signature.keyid != self.keyid:
+            raise VerificationError(f"keyid mismatch {signature.keyid} != {self.keyid}")
+        try:
+            self._crypto_key().verify(bytes.fromhex(signature.signature), data, ECDSA(SHA256()))
+        except InvalidSignature as e:
+            raise UnverifiedSignatureError("ECDSA/SHA-256 signature does not verify") from e
+
+
+def _sslib_keys(crypto_key: Any, keyid: str | None = None) -> list[SSlibKey]:
     """securesystemslib keys for a cryptography key, one per plausible scheme.
 
     RSA links exist with both PSS (in-toto's default) and PKCS#1 v1.5
-    signatures, and the document does not say which, so both are tried.
+    signatures, and ECDSA ones with the curve's own hash and with SHA-256;
+    the document does not say which, so each is tried.  All variants of one
+    key share its keyid, the first variant's unless the key file gave one.
     """
+    from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePublicKey
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
     if isinstance(crypto_key, RSAPublicKey):
-        return [SSlibKey.from_crypto(crypto_key, scheme=s)
-                for s in ("rsassa-pss-sha256", "rsa-pkcs1v15-sha256")]
-    return [SSlibKey.from_crypto(crypto_key)]
+        first = SSlibKey.from_crypto(crypto_key, keyid, "rsassa-pss-sha256")
+        return [first, SSlibKey.from_crypto(crypto_key, first.keyid, "rsa-pkcs1v15-sha256")]
+    first = SSlibKey.from_crypto(crypto_key, keyid)
+    keys = [first]
+    if isinstance(crypto_key, EllipticCurvePublicKey) and not isinstance(crypto_key.curve, SECP256R1):
+        keys.append(_EcdsaSha256Key(first.keyid, first.keytype, first.scheme, dict(first.keyval)))
+    return keys
 
 
-def load_pem_keys(paths: Iterable[Path], where: str, policy_path: Path) -> list[TrustedKey]:
+def _trusted(crypto_key: Any, label: str, keyid: str | None = None) -> list[TrustedKey]:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+    identity = "spki:" + hashlib.sha256(
+        crypto_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).hexdigest()
+    return [TrustedKey(k, identity, label) for k in _sslib_keys(crypto_key, keyid)]
+
+
+def load_key_files(paths: Iterable[Path], where: str, policy_path: Path) -> list[TrustedKey]:
+    """The keys of ``keys = [...]``, in any encoding :func:`key_file_to_crypto` reads."""
     out: list[TrustedKey] = []
     for path in paths:
         try:
-            crypto_key = _pem_to_crypto(path.read_bytes())
-            identity = "spki:" + hashlib.sha256(
-                crypto_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).hexdigest()
-            keys = _sslib_keys(crypto_key)
+            crypto_key, encoding, keyid = key_file_to_crypto(path.read_bytes())
+            out.extend(_trusted(crypto_key, f"{path} ({encoding})", keyid))
         except (OSError, ValueError) as e:
             raise ConfigError(policy_path, f"{where}.keys", f"cannot load key file {path}: {e}") from None
-        out.extend(TrustedKey(k, identity, str(path)) for k in keys)
+    return out
+
+
+#: The old name; the tests and tools that load PEM files keep working.
+load_pem_keys = load_key_files
+
+
+def load_layout_keys(specs: Iterable[Any], where: str, policy_path: Path) -> list[TrustedKey]:
+    """Keys out of in-toto layouts (``layout_keys``), by keyid.
+
+    Only the layout's ``keys`` table is read: its signatures, steps and
+    expiry are not verified and mean nothing here; the admin names the
+    keyids to trust, exactly as a root layout's ``pubkeys`` would.
+    """
+    out: list[TrustedKey] = []
+    for spec in specs:
+        key = f"{where}.layout_keys"
+        try:
+            doc = json.loads(spec.layout.read_bytes())
+            if isinstance(doc, dict) and "payload" in doc:
+                doc = json.loads(base64.b64decode(doc["payload"], validate=True))
+            elif isinstance(doc, dict) and "signed" in doc:
+                doc = doc["signed"]
+            keys = doc.get("keys") if isinstance(doc, dict) else None
+            if not isinstance(keys, dict):
+                raise ValueError("no 'keys' table (not an in-toto layout)")
+        except (OSError, ValueError, RecursionError, binascii.Error) as e:
+            raise ConfigError(policy_path, key, f"cannot read layout {spec.layout}: {e}") from None
+        by_id = {str(k).lower(): v for k, v in keys.items()}
+        for keyid in spec.keyids:
+            if keyid not in by_id:
+                raise ConfigError(policy_path, key, f"layout {spec.layout} has no key {keyid} "
+                                  f"(it has {', '.join(sorted(by_id)) or 'none'})")
+            try:
+                crypto_key = _sslib_dict_to_crypto(by_id[keyid], f"key {keyid[:16]} of {spec.layout}")
+            except ValueError as e:
+                raise ConfigError(policy_path, key, str(e)) from None
+            out.extend(_trusted(crypto_key, f"{spec.layout} key {keyid}", keyid))
     return out
 
 
@@ -196,7 +370,8 @@ def load_gpg_keys(fingerprints: Iterable[str], keyring: Path, where: str,
 def load_keyset(rebuilder: Any, index: int, policy_path: Path, section: str = "rebuilder") -> KeySet:
     """Load every key the policy gives to *rebuilder* (a policy.Rebuilder or HaltSigner)."""
     where = f"{section}[{index}] ({rebuilder.name})"
-    keys = load_pem_keys(rebuilder.keys, where, policy_path)
+    keys = load_key_files(rebuilder.keys, where, policy_path)
+    keys += load_layout_keys(rebuilder.layout_keys, where, policy_path)
     if rebuilder.gpg_keys and rebuilder.gpg_keyring:
         keys += load_gpg_keys(rebuilder.gpg_keys, rebuilder.gpg_keyring, where, policy_path)
     if not keys:
@@ -342,6 +517,9 @@ def _products(signed: Any) -> dict[str, dict[str, str]]:
     """
     if not isinstance(signed, dict):
         raise MalformedEvidence("signed payload is not an object")
+    if signed.get("_type") in STATEMENT_TYPES:
+        raise UnsupportedEvidence("an in-toto Statement in a legacy metablock (Statements are signed "
+                                  "in DSSE envelopes only)")
     if signed.get("_type") != "link":
         raise UnsupportedEvidence(f"signed payload is a {str(signed.get('_type'))[:40]!r}, not an in-toto link")
     for field, kind in _LINK_FIELDS.items():
@@ -353,11 +531,57 @@ def _products(signed: Any) -> dict[str, dict[str, str]]:
     return {str(path): dict(digests) for path, digests in products.items()}
 
 
-def verify_document(raw: bytes, keyset: KeySet, source: str = "") -> SignedLink:
+def _subject_name(name: str) -> str:
+    """A subject's file path: known naming schemes reduced to the path they carry."""
+    witness = _WITNESS_PRODUCT.fullmatch(name)
+    return witness.group(1) if witness else name
+
+
+def _subjects(statement: dict, predicate_types: Iterable[str]) -> tuple[tuple[str, dict[str, str]], ...]:
+    """The (file name, digests) pairs an in-toto Statement (v0.1 or v1) attests.
+
+    Only predicate types the admin accepts for this rebuilder count: a
+    build provenance or a link says "I built this and got this digest",
+    an SBOM or a scan result that merely lists a file does not.  Subjects
+    stay a list: one naming the artifact twice with two digests must be
+    judged on both (a conflict), not on whichever came last.
+    """
+    ptype = statement.get("predicateType")
+    if not isinstance(ptype, str) or not ptype:
+        raise MalformedEvidence("in-toto Statement without a predicateType")
+    if ptype not in predicate_types:
+        raise UnsupportedEvidence(f"in-toto Statement with predicate type {ptype[:80]!r}, which the policy "
+                                  "does not accept from this rebuilder (its predicate_types)")
+    subjects = statement.get("subject")
+    if not isinstance(subjects, list) or not subjects:
+        raise MalformedEvidence("in-toto Statement: 'subject' must be a non-empty list")
+    if len(subjects) > MAX_SUBJECTS:
+        raise MalformedEvidence(f"in-toto Statement lists {len(subjects)} subjects (max {MAX_SUBJECTS})")
+    out = []
+    for subject in subjects:
+        if not isinstance(subject, dict):
+            raise MalformedEvidence("in-toto Statement: a subject is not an object")
+        digest = subject.get("digest")
+        if not isinstance(digest, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in digest.items()):
+            raise MalformedEvidence("in-toto Statement: a subject's digest must map algorithm names to strings")
+        for alg, value in digest.items():
+            if alg.lower() in _STRONG and not _HEX.fullmatch(value):
+                raise MalformedEvidence(f"in-toto Statement: {alg} digest {value[:20]!r} is not hex")
+        name = subject.get("name")
+        if isinstance(name, str) and name:  # a nameless subject cannot name our file
+            out.append((_subject_name(name), dict(digest)))
+    return tuple(out)
+
+
+def verify_document(raw: bytes, keyset: KeySet, source: str = "",
+                    predicate_types: Iterable[str] = DEFAULT_PREDICATE_TYPES) -> SignedLink:
     """Check one fetched document against one rebuilder's keys.
 
-    Raises an EvidenceError subclass for anything that is not a link validly
-    signed by one of this rebuilder's keys.
+    Raises an EvidenceError subclass for anything that is not a link, or an
+    in-toto Statement of one of *predicate_types* in a DSSE envelope,
+    validly signed by one of this rebuilder's keys.  The signature is
+    checked before the payload is interpreted.
     """
     doc = _json(raw)
     if not isinstance(doc, dict):
@@ -375,6 +599,9 @@ def verify_document(raw: bytes, keyset: KeySet, source: str = "") -> SignedLink:
             raise MalformedEvidence(f"broken DSSE envelope: {e}") from None
         trusted = _verify_dsse(sigs, envelope.pae(), keyset)
         signed = _json(envelope.payload)
+        if isinstance(signed, dict) and signed.get("_type") in STATEMENT_TYPES:
+            subjects = _subjects(signed, predicate_types)
+            return SignedLink(keyset.rebuilder, trusted.identity, subjects, signed["predicateType"], source)
     elif "signed" in doc:
         signed, sigs, data = _metablock_parts(doc)
         trusted = _verify(sigs, data, keyset)

@@ -8,7 +8,7 @@ can build them by hand.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Iterable, Mapping
 
 
 @dataclass(frozen=True)
@@ -58,18 +58,30 @@ class Artifact:
 
 @dataclass(frozen=True)
 class SignedLink:
-    """A rebuilder's link whose signature verified with a trusted key.
+    """A rebuilder's link (or in-toto Statement) whose signature verified with a trusted key.
 
-    ``products`` maps each product path to its digests (algorithm -> hex).
+    ``products`` maps each product path to its digests (algorithm -> hex);
+    for a Statement they are its subjects, as (name, digests) pairs.
     Only documents that passed the signature check become a SignedLink;
     everything else is an :class:`~rebuildgate.errors.EvidenceError`.
     """
 
     rebuilder: str
     keyid: str  # the trusted key that verified it
-    products: Mapping[str, Mapping[str, str]]
-    step: str = ""
+    products: Mapping[str, Mapping[str, str]] | tuple[tuple[str, Mapping[str, str]], ...]
+    step: str = ""  # the link's step name, or a Statement's predicate type
     source: str = ""  # URL or path it came from, for messages
+
+    def artifacts(self) -> Iterable[tuple[str, Mapping[str, str]]]:
+        """Every (path, digests) pair the document attests.
+
+        A link's products are a mapping, but a Statement's subjects are a
+        list that may name one file twice with two digests; such a document
+        must be judged on both entries, so it stays a list of pairs.
+        """
+        if isinstance(self.products, Mapping):
+            return self.products.items()
+        return self.products
 
 
 @dataclass(frozen=True)

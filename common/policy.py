@@ -30,6 +30,29 @@ MODES = ("enforce", "audit")
 URL_SCHEMES = ("http://", "https://", "file://")
 TEMPLATE_FIELDS = ("url", "source", "name", "version", "upstream_version", "arch", "filename", "sha256")
 
+#: in-toto Statement predicate types, and what each says about a file it
+#: lists as a subject (the README's "What counts as a vote" explains them).
+PREDICATE_LINK_V03 = "https://in-toto.io/attestation/link/v0.3"  # "this step produced it"
+PREDICATE_SLSA_V01 = "https://slsa.dev/provenance/v0.1"  # "this builder built it"
+PREDICATE_SLSA_V02 = "https://slsa.dev/provenance/v0.2"
+PREDICATE_SLSA_V1 = "https://slsa.dev/provenance/v1"
+PREDICATE_WITNESS_COLLECTION = "https://witness.testifysec.com/attestation-collection/v0.1"  # witness run
+#: What a rebuilder's Statements may be when its ``predicate_types`` is not
+#: set: each of these is a build or step record whose subjects are the files
+#: the build produced.  Anything else (an SBOM, a vulnerability scan, a test
+#: result) names a file without claiming to have built it.
+DEFAULT_PREDICATE_TYPES = (PREDICATE_LINK_V03, PREDICATE_SLSA_V01, PREDICATE_SLSA_V02, PREDICATE_SLSA_V1,
+                           PREDICATE_WITNESS_COLLECTION)
+
+
+@dataclass(frozen=True)
+class LayoutKeys:
+    """Keys taken out of an in-toto layout's ``keys``, by keyid (nothing else
+    of the layout is read or verified)."""
+
+    layout: Path
+    keyids: tuple[str, ...]
+
 
 @dataclass(frozen=True)
 class Rebuilder:
@@ -43,6 +66,8 @@ class Rebuilder:
     gpg_keys: tuple[str, ...] = ()
     gpg_keyring: Path | None = None
     operator: str = ""  # defaults to the name
+    layout_keys: tuple[LayoutKeys, ...] = ()
+    predicate_types: tuple[str, ...] = DEFAULT_PREDICATE_TYPES
 
     @property
     def identity(self) -> str:
@@ -111,6 +136,7 @@ class HaltSigner:
     keys: tuple[Path, ...] = ()
     gpg_keys: tuple[str, ...] = ()
     gpg_keyring: Path | None = None
+    layout_keys: tuple[LayoutKeys, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -169,17 +195,25 @@ class Policy:
         )
         return Resolution(rule, rebuilders if gated else (), repo_rule.name if repo_rule else None)
 
-    def describe(self) -> list[str]:
-        """Plain-words lines for ``rebuildgate check-config``."""
+    def describe(self, keys: Mapping[str, list[str]] | None = None) -> list[str]:
+        """Plain-words lines for ``rebuildgate check-config``; *keys* gives
+        each rebuilder's loaded keys (with their keyids) by name."""
         lines = [f"policy {self.path}", f"mode: {self.mode}" + (
             " (blocks nothing; logs what would be blocked)" if self.mode == "audit" else " (blocks what fails)")]
         ops = len({r.identity for r in self.rebuilders})
         lines.append(f"a package needs {self.threshold} of {ops} independent rebuilder operators to agree, "
                      f"with at most {self.max_conflicts} conflicting")
         for r in self.rebuilders:
-            keys = [str(k) for k in r.keys] + [f"OpenPGP {fp}" for fp in r.gpg_keys]
             op = f", operator {r.operator}" if r.operator else ""
-            lines.append(f"  rebuilder {r.name}{op}: {r.url} ({r.layout}); keys: {', '.join(keys)}")
+            lines.append(f"  rebuilder {r.name}{op}: {r.url} ({r.layout})")
+            if keys is not None and r.name in keys:
+                lines += [f"    key {line}" for line in keys[r.name]]
+            else:
+                lines += [f"    key {k}" for k in r.keys] + [f"    key OpenPGP {fp}" for fp in r.gpg_keys]
+                lines += [f"    key {lk.layout} key {kid}" for lk in r.layout_keys for kid in lk.keyids]
+            statements = (", ".join(r.predicate_types) if r.predicate_types
+                          else "none (only links count)")
+            lines.append(f"    in-toto Statements accepted: {statements}")
         for rr in self.repositories:
             if not rr.gate:
                 lines.append(f"repository {rr.name} ({', '.join(rr.match)}): not gated")
@@ -342,8 +376,36 @@ def _check_template(r: _Reader, template: str) -> None:
         raise r.error("url_template", "must start with {url}, so evidence stays on the rebuilder's own host")
 
 
-def _keys(top: _Reader, r: _Reader, who: str) -> tuple[tuple[Path, ...], tuple[str, ...], Path | None]:
-    """keys / gpg_keys / gpg_keyring, shared by rebuilders and halt signers."""
+@dataclass(frozen=True)
+class _KeySpec:
+    keys: tuple[Path, ...]
+    gpg_keys: tuple[str, ...]
+    gpg_keyring: Path | None
+    layout_keys: tuple[LayoutKeys, ...]
+
+
+def _layout_keys(top: _Reader, r: _Reader) -> tuple[LayoutKeys, ...]:
+    """``layout_keys = { layout = "root.layout", keyids = ["..."] }`` (or a list of such tables)."""
+    value = r.get("layout_keys", (dict, list), None)
+    if value is None:
+        return ()
+    out = []
+    for i, table in enumerate([value] if isinstance(value, dict) else value):
+        t = _Reader(top.path, table, r.key("layout_keys") + (f"[{i}]" if isinstance(value, list) else ""))
+        layout = _file(top, t, "layout", t.string("layout", required=True))
+        keyids = t.strings("keyids", None)
+        if not keyids:
+            raise t.error("keyids", "is required: the keyids of the layout's keys to trust")
+        for keyid in keyids:
+            if not all(c in "0123456789abcdefABCDEF" for c in keyid):
+                raise t.error("keyids", f"{keyid!r} is not a hexadecimal keyid")
+        t.finish()
+        out.append(LayoutKeys(layout, tuple(k.lower() for k in keyids)))
+    return tuple(out)
+
+
+def _keys(top: _Reader, r: _Reader, who: str) -> _KeySpec:
+    """keys / gpg_keys / gpg_keyring / layout_keys, shared by rebuilders and halt signers."""
     keys = tuple(_file(top, r, "keys", k) for k in r.strings("keys"))
     gpg_keys = tuple(fp.replace(" ", "").upper() for fp in r.strings("gpg_keys"))
     for fp in gpg_keys:
@@ -355,9 +417,11 @@ def _keys(top: _Reader, r: _Reader, who: str) -> tuple[tuple[Path, ...], tuple[s
         raise r.error("gpg_keyring", "is required when gpg_keys is set (the keyring holding those keys)")
     if keyring is not None and not gpg_keys:
         raise r.error("gpg_keys", "is required when gpg_keyring is set (which keys of it to trust)")
-    if not keys and not gpg_keys:
-        raise r.error("keys", f"{who} needs at least one key (keys = [PEM files] or gpg_keys + gpg_keyring)")
-    return keys, gpg_keys, keyring
+    layout_keys = _layout_keys(top, r)
+    if not keys and not gpg_keys and not layout_keys:
+        raise r.error("keys", f"{who} needs at least one key (keys = [key files], gpg_keys + gpg_keyring, "
+                      "or layout_keys)")
+    return _KeySpec(keys, gpg_keys, keyring, layout_keys)
 
 
 def _halt(top: _Reader, table: Any) -> HaltSettings:
@@ -373,9 +437,9 @@ def _halt(top: _Reader, table: Any) -> HaltSettings:
         r = _Reader(top.path, t, f"halt.signer[{i}]")
         name = r.string("name", required=True)
         r.where = f"halt.signer[{i}] ({name})"
-        keys, gpg_keys, keyring = _keys(top, r, "a halt signer")
+        spec = _keys(top, r, "a halt signer")
         r.finish()
-        signers.append(HaltSigner(name, keys, gpg_keys, keyring))
+        signers.append(HaltSigner(name, spec.keys, spec.gpg_keys, spec.gpg_keyring, spec.layout_keys))
     if not signers:
         raise h.error("signer", "at least one [[halt.signer]] is required")
     if len({s.name for s in signers}) != len(signers):
@@ -413,10 +477,16 @@ def _rebuilder(top: _Reader, table: Any, index: int) -> Rebuilder:
         _check_template(r, template)
     elif template:
         raise r.error("url_template", 'is only used with layout = "template"')
-    keys, gpg_keys, keyring = _keys(top, r, "a rebuilder")
+    spec = _keys(top, r, "a rebuilder")
     operator = r.string("operator", "")
+    predicate_types = r.strings("predicate_types", DEFAULT_PREDICATE_TYPES)
+    for ptype in predicate_types:
+        if ":" not in ptype or any(c.isspace() for c in ptype):
+            raise r.error("predicate_types", f"{ptype!r} is not a predicate type URI "
+                          f"(e.g. {PREDICATE_SLSA_V1!r})")
     r.finish()
-    return Rebuilder(name, url, layout, template, keys, gpg_keys, keyring, operator)
+    return Rebuilder(name, url, layout, template, spec.keys, spec.gpg_keys, spec.gpg_keyring, operator,
+                     spec.layout_keys, tuple(dict.fromkeys(predicate_types)))
 
 
 def _check_threshold(r: _Reader, threshold: int, rebuilders: tuple[Rebuilder, ...]) -> None:

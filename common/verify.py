@@ -273,7 +273,8 @@ class Verifier:
         outcome = self._checked.get(key)
         if outcome is None:
             try:
-                outcome = verify_document(body, self.keysets[rebuilder], url)
+                outcome = verify_document(body, self.keysets[rebuilder], url,
+                                          self.sources[rebuilder].rebuilder.predicate_types)
             except EvidenceError as e:
                 outcome = Problem(e.kind, f"{e} ({url})")
             if len(self._checked) > 65536:  # bounded

@@ -9,6 +9,9 @@ administrator would configure them.
 from __future__ import annotations
 
 import atexit
+import base64
+import hashlib
+import json
 import shutil
 import subprocess
 import tempfile
@@ -17,15 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import gnupg
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
     load_pem_private_key,
+    load_pem_public_key,
 )
 from securesystemslib._gpg.common import get_pubkey_bundle
-from securesystemslib.signer import CryptoSigner, SSlibKey
+from securesystemslib.formats import encode_canonical
+from securesystemslib.signer import CryptoSigner, Signature, Signer, SSlibKey
 
-KINDS = ("ed25519", "ecdsa", "rsa")
+KINDS = ("ed25519", "ecdsa", "ecdsa-p384", "ecdsa-p521", "rsa")
+#: How a public key may be written to a file (see `write_public_key`).
+ENCODINGS = ("pem", "der", "json", "raw")
 
 # A unix socket path is limited to 108 bytes; gpg puts `S.gpg-agent.browser`
 # (the longest of its socket names) into the homedir. Stay well below.
@@ -56,7 +65,8 @@ class TestKey:
 
 
 def make_key(directory: Path, kind: str = "ed25519", name: str = "key") -> TestKey:
-    """Generate a key of `kind` (ed25519, ecdsa = P-256, rsa = 2048 bit PSS)
+    """Generate a key of `kind` (ed25519, ecdsa = P-256, ecdsa-p384,
+    ecdsa-p521 with the curve's own hash, rsa = 2048 bit PSS)
     and write `{name}.pem` (private) and `{name}.pub.pem` (public) to
     `directory`.
 
@@ -67,6 +77,10 @@ def make_key(directory: Path, kind: str = "ed25519", name: str = "key") -> TestK
         signer = CryptoSigner.generate_ed25519()
     elif kind == "ecdsa":
         signer = CryptoSigner.generate_ecdsa()
+    elif kind in ("ecdsa-p384", "ecdsa-p521"):
+        curve = ec.SECP384R1() if kind == "ecdsa-p384" else ec.SECP521R1()
+        private = ec.generate_private_key(curve)
+        signer = CryptoSigner(private, SSlibKey.from_crypto(private.public_key()))
     elif kind == "rsa":
         signer = CryptoSigner.generate_rsa(size=2048)
     else:
@@ -87,6 +101,84 @@ def make_key(directory: Path, kind: str = "ed25519", name: str = "key") -> TestK
         keyid=signer.public_key.keyid,
         private_pem=private_pem,
     )
+
+
+def in_toto_key_dict(key: TestKey) -> dict[str, Any]:
+    """The public key as in-toto (securesystemslib 0.x) publishes it in JSON
+    key files and layouts: keytype, scheme, keyid_hash_algorithms, keyval
+    (ed25519 hex, others PEM)."""
+    public = key.signer.public_key
+    return {
+        "keytype": public.keytype,
+        "scheme": public.scheme,
+        "keyid_hash_algorithms": ["sha256", "sha512"],
+        "keyval": {"public": public.keyval["public"]},
+    }
+
+
+def published_keyid(key: TestKey) -> str:
+    """The keyid in-toto gives `in_toto_key_dict(key)`: sha256 of its canonical JSON."""
+    return hashlib.sha256(encode_canonical(in_toto_key_dict(key)).encode("utf-8")).hexdigest()
+
+
+def write_public_key(key: TestKey, path: Path, encoding: str) -> Path:
+    """Write `key`'s public half as `encoding` (one of ENCODINGS): PEM or DER
+    SubjectPublicKeyInfo, a securesystemslib JSON key file, or the raw 32
+    bytes of an ed25519 key. Returns `path`."""
+    public = load_pem_public_key(key.public_pem.read_bytes())
+    if encoding == "pem":
+        data = public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    elif encoding == "der":
+        data = public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    elif encoding == "json":
+        data = json.dumps(in_toto_key_dict(key)).encode("utf-8")
+    elif encoding == "raw":
+        data = public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    else:
+        raise ValueError(f"unknown encoding {encoding!r}, expected one of {ENCODINGS}")
+    path = Path(path)
+    path.write_bytes(data)
+    return path
+
+
+def write_layout(path: Path, keys: dict[str, dict[str, Any]], wrap: str = "metablock") -> Path:
+    """An (unsigned) in-toto root layout whose `keys` table holds `keys`
+    (keyid -> key dict), as a metablock or a DSSE envelope. Only the keys are
+    meant to be read: the layout's signatures are deliberately absent."""
+    layout = {"_type": "layout", "expires": "2030-01-01T00:00:00Z", "readme": "",
+              "keys": keys, "steps": [], "inspect": []}
+    if wrap == "metablock":
+        doc: dict[str, Any] = {"signed": layout, "signatures": []}
+    elif wrap == "dsse":
+        doc = {"payloadType": "application/vnd.in-toto+json", "signatures": [],
+               "payload": base64.b64encode(json.dumps(layout).encode()).decode()}
+    else:
+        raise ValueError(f"unknown wrap {wrap!r}")
+    path = Path(path)
+    path.write_text(json.dumps(doc, indent=1))
+    return path
+
+
+class EcdsaSha256Signer(Signer):
+    """Signs with an ECDSA key of any curve over SHA-256, as in-toto-java and
+    cosign do (securesystemslib would hash P-384 with SHA-384, P-521 with
+    SHA-512)."""
+
+    def __init__(self, key: TestKey) -> None:
+        self._key = key
+        self._private = load_pem_private_key(key.private_pem.read_bytes(), None)
+
+    @property
+    def public_key(self) -> SSlibKey:
+        return self._key.public_key
+
+    def sign(self, payload: bytes) -> Signature:
+        der = self._private.sign(payload, ec.ECDSA(hashes.SHA256()))
+        return Signature(self._key.keyid, der.hex())
+
+    @classmethod
+    def from_priv_key_uri(cls, *args: Any, **kwargs: Any) -> "EcdsaSha256Signer":
+        raise NotImplementedError
 
 
 @dataclass
