@@ -23,15 +23,8 @@ at most 100 strictly formed header lines in 64 KiB, bodies must be
 framed by Content-Length, chunked coding or the end of the connection,
 and every read is bounded in size and time.
 
-URL layouts:
-
-* ``package-rebuilder``: ``{url}/sources/{source}/{version}/metadata``
-  (version without epoch, as on disk).
-* ``rebuilderd``: ``{url}/api/v1/packages/binary?name=&version=&architecture=``
-  then ``{url}/api/v1/builds/{build_id}/artifacts/{artifact_id}/attestation``
-  for each record.
-* ``template``: the admin's ``url_template`` with ``{url} {source} {name}
-  {version} {upstream_version} {arch} {filename} {sha256}``.
+Which URLs hold a rebuilder's evidence (its layout) is
+:mod:`rebuildgate.layouts`; :class:`EvidenceSource` fetches them.
 """
 
 from __future__ import annotations
@@ -52,16 +45,16 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 from .cache import DocumentCache
 from .errors import EvidenceMissing, FetchError
+from .layouts import evidence_urls, location, rebuilderd_attestation_url, rebuilderd_lookup_url
 from .model import Artifact
 from .policy import FetchSettings, Rebuilder
 from .pool import DaemonPool
 
 MAX_REDIRECTS = 3
-_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
 MAX_REBUILDERD_RECORDS = 8
 USER_AGENT = "rebuildgate/0.1"
 
@@ -72,36 +65,6 @@ class Document:
 
     url: str
     body: bytes
-
-
-def _component(value: str | None, what: str) -> str:
-    """Validate one value that goes into a URL or path segment.
-
-    Names and versions come from repository metadata and package headers,
-    which an attacker may control: a segment can never climb out of or
-    into another directory, and must be text a URL can carry.
-    """
-    if not value:
-        raise FetchError(f"no {what} known for this package, cannot locate evidence")
-    if value in (".", "..") or _UNSAFE.search(value):
-        raise FetchError(f"unsafe {what} {value[:60]!r} refused")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise FetchError(f"{what} {value[:60]!r} is not valid UTF-8; refused") from None
-    return value
-
-
-def location(url: str) -> str:
-    """The internal form of a policy URL: ``file://`` + a plain path, decoded once.
-
-    Evidence paths are built from raw, validated segments appended to this,
-    and read without any further URL decoding, so ``%41``, ``#`` or ``?`` in
-    a version stay what they are.  http(s) URLs are returned unchanged.
-    """
-    if url.startswith("file://"):
-        return "file://" + unquote(urlsplit(url).path)
-    return url
 
 
 # --------------------------------------------------------------------------
@@ -910,33 +873,10 @@ class EvidenceSource:
     def __init__(self, rebuilder: Rebuilder, transport: Transport) -> None:
         self.rebuilder = rebuilder
         self.transport = transport
-        self.is_file = rebuilder.url.startswith("file://")
         self.base = location(rebuilder.url)
 
-    def _seg(self, value: str | None, what: str) -> str:
-        value = _component(value, what)
-        return value if self.is_file else quote(value, safe="+~")
-
     def urls(self, artifact: Artifact) -> list[str]:
-        rb = self.rebuilder
-        if rb.layout == "package-rebuilder":
-            source = self._seg(artifact.source or artifact.name, "source name")
-            version = self._seg(artifact.upstream_version, "version")
-            return [f"{self.base}/sources/{source}/{version}/metadata"]
-        if rb.layout == "template":
-            assert rb.url_template
-            values = {
-                "url": self.base,
-                "source": self._seg(artifact.source or artifact.name, "source name"),
-                "name": self._seg(artifact.name, "package name"),
-                "version": self._seg(artifact.version, "version"),
-                "upstream_version": self._seg(artifact.upstream_version, "version"),
-                "arch": self._seg(artifact.arch, "architecture") if "{arch}" in rb.url_template else "",
-                "filename": self._seg(artifact.filename, "file name"),
-                "sha256": self._seg(artifact.sha256.lower(), "sha256"),
-            }
-            return [rb.url_template.format(**values)]
-        raise FetchError(f"layout {rb.layout} has no fixed URL")
+        return evidence_urls(self.rebuilder, artifact)
 
     def documents(self, artifact: Artifact, deadline: float) -> list[Document]:
         """Blocking :meth:`fetch_documents`, for threads other than the fetcher's."""
@@ -949,12 +889,7 @@ class EvidenceSource:
 
     async def _rebuilderd(self, artifact: Artifact, deadline: float) -> list[Document]:
         rb = self.rebuilder
-        query = urlencode({
-            "name": _component(artifact.name, "package name"),
-            "version": _component(artifact.version, "version"),
-            "architecture": _component(artifact.arch, "architecture"),
-        })
-        lookup = f"{rb.url}/api/v1/packages/binary?{query}"
+        lookup = rebuilderd_lookup_url(rb.url, artifact)
         body = await self.transport.fetch(lookup, deadline, rb.url)
         try:
             page = json.loads(body)
@@ -963,18 +898,18 @@ class EvidenceSource:
                 raise TypeError("records is not a list")
         except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise FetchError(f"{lookup} is not a rebuilderd package list: {str(e)[:80]}") from None
-        ids = []
+        urls = []
         for rec in records:
             if not isinstance(rec, dict) or rec.get("name") not in (None, artifact.name):
                 continue
-            build, art = rec.get("build_id"), rec.get("artifact_id")
-            if all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (build, art)):
-                ids.append((build, art))
-        if not ids:
+            try:
+                urls.append(rebuilderd_attestation_url(rb.url, rec.get("build_id"), rec.get("artifact_id")))
+            except FetchError:
+                continue  # a record without usable ids
+        if not urls:
             raise EvidenceMissing(f"{_host(rb.url)} has no rebuild of {artifact.label}")
         docs, errors = [], []
-        for build, art in ids[:MAX_REBUILDERD_RECORDS]:
-            url = f"{rb.url}/api/v1/builds/{build}/artifacts/{art}/attestation"
+        for url in urls[:MAX_REBUILDERD_RECORDS]:
             try:
                 docs.append(Document(url, await self.transport.fetch(url, deadline, rb.url)))
             except FetchError as e:
