@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark of the verification core.  Run by hand: ``.venv/bin/python bench/core_bench.py [--quick]``.
 
-1. Parse + verify one evidence document, per format (median over many runs).
+1. Parse + verify one evidence document, per format, Statements included
+   (median over many runs).
 2. ``Verifier.verify_many`` for 20 and 200 packages with N = 1, 3, 5 HTTP
    rebuilders on 127.0.0.1 answering instantly or after 50 ms, threshold
    1, 2, 3 (median of several runs, each with a fresh Verifier and no cache).
@@ -21,13 +22,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fastserver import RemoteServers  # noqa: E402
-from rebuildgate.evidence import KeySet, load_gpg_keys, load_pem_keys, verify_document  # noqa: E402
+from rebuildgate.evidence import KeySet, load_gpg_keys, load_key_files, verify_document  # noqa: E402
 from rebuildgate.model import Artifact  # noqa: E402
 from rebuildgate.policy import load_policy  # noqa: E402
 from rebuildgate.verify import Verifier  # noqa: E402
-from tests.support.keys import make_gpg_key, make_key  # noqa: E402
-from tests.support.links import (digests, make_link, rebuilderd_public_pem, sign_dsse, sign_legacy,  # noqa: E402
-                                 sign_legacy_gpg, sign_rebuilderd)
+from tests.support.keys import EcdsaSha256Signer, make_gpg_key, make_key  # noqa: E402
+from tests.support.links import (digests, make_link, make_statement, rebuilderd_public_pem,  # noqa: E402
+                                 sign_dsse, sign_legacy, sign_legacy_gpg, sign_rebuilderd, sign_statement)
 from tests.support.policy import RebuilderEntry, write_policy  # noqa: E402
 from tests.support.rebuilders import make_rebuilders  # noqa: E402
 
@@ -46,12 +47,25 @@ def formats(tmp: Path, runs: int) -> list[tuple[str, float]]:
     rows = []
     for kind in ("ed25519", "ecdsa", "rsa"):
         key = make_key(tmp, kind, f"f-{kind}")
-        ks = KeySet("rb", load_pem_keys([key.public_pem], "rb", tmp / "p"))
+        ks = KeySet("rb", load_key_files([key.public_pem], "rb", tmp / "p"))
         for fmt, doc in (("legacy", sign_legacy(link, key.signer)), ("dsse", sign_dsse(link, key.signer))):
             rows.append((f"{fmt} {kind}", median_ms(lambda: verify_document(doc, ks), runs)))
+    # in-toto Statements in DSSE: a provenance naming the package among 20
+    # files (a source package's binaries), with each key kind and ECDSA
+    # signed the way in-toto-java and cosign sign (SHA-256 on P-521).
+    subjects = {f"hello-{i}_1.0-1_all.deb": b"x" * i for i in range(19)}
+    subjects["hello_1.0-1_all.deb"] = b"x" * 1000
+    for predicate, version in (("slsa-v1", "v1"), ("link-v0.3", "v1"), ("slsa-v0.2", "v0.1")):
+        for kind in ("ed25519", "ecdsa", "rsa", "ecdsa-p521/sha256"):
+            key = make_key(tmp, kind.split("/")[0], f"s-{kind.replace('/', '-')}-{predicate}")
+            signer = EcdsaSha256Signer(key) if kind.endswith("/sha256") else key.signer
+            ks = KeySet("rb", load_key_files([key.public_pem], "rb", tmp / "p"))
+            doc = sign_statement(make_statement(subjects, predicate, version), signer)
+            rows.append((f"Statement {version} {predicate} (20 subjects) {kind}",
+                         median_ms(lambda: verify_document(doc, ks), runs)))
     key = make_key(tmp, "ed25519", "f-rbd")
     doc = sign_rebuilderd(link, key)
-    ks = KeySet("rb", load_pem_keys([rebuilderd_public_pem(key, tmp / "rbd.pub")], "rb", tmp / "p"))
+    ks = KeySet("rb", load_key_files([rebuilderd_public_pem(key, tmp / "rbd.pub")], "rb", tmp / "p"))
     rows.append(("rebuilderd ed25519", median_ms(lambda: verify_document(doc, ks), runs)))
     gpg = make_gpg_key(tmp / "gpg", "Bench <bench@test>")
     try:

@@ -342,3 +342,38 @@ def test_cli_statement_rebuilders_vote_and_policy_narrows(tmp_path, tmp_keys) ->
     assert r.returncode == 0, r.stderr
     assert "in-toto Statements accepted: none (only links count)" in r.stdout
     assert f"in-toto Statements accepted: {', '.join(DEFAULT_PREDICATE_TYPES)}" in r.stdout
+
+
+def test_one_keyset_verifies_both_ecdsa_hashes_in_any_order(tmp_keys) -> None:
+    """The variant that verified last is tried first; the other still verifies."""
+    key = tmp_keys("ecdsa-p521")
+    ks = keyset(key)
+    native = sign_statement(make_statement({DEB: CONTENT}), key.signer)
+    sha256 = sign_statement(make_statement({DEB: CONTENT}), EcdsaSha256Signer(key))
+    for doc in (sha256, native, sha256, native):
+        assert dict(verify_document(doc, ks).artifacts())[DEB]["sha256"] == SHA
+    forged = sign_statement(make_statement({DEB: CONTENT}), EcdsaSha256Signer(tmp_keys("ecdsa-p521")))
+    with pytest.raises(UnknownKey):
+        verify_document(forged, ks)
+
+
+# --- decisions where published evidence is ambiguous (README: "What counts as a vote") ---
+
+def test_default_predicate_types_are_build_records() -> None:
+    """SLSA v0.1 (in-toto-java) and witness collections are build records too,
+    so they count by default beside link v0.3 and SLSA v0.2 / v1."""
+    assert set(DEFAULT_PREDICATE_TYPES) == {
+        PREDICATES["link-v0.3"], PREDICATES["slsa-v0.1"], PREDICATES["slsa-v0.2"], PREDICATES["slsa-v1"],
+        "https://witness.testifysec.com/attestation-collection/v0.1"}
+
+
+def test_only_witness_product_names_are_unwrapped(tmp_keys) -> None:
+    """A witness collection also names files in other attestors' schemes (an
+    SBOM's own file, git objects): those say nothing about a built product."""
+    key = tmp_keys("ed25519")
+    sbom_name = f"https://cyclonedx.org/bom/file:{DEB}"
+    doc = sign_statement(make_statement({sbom_name: CONTENT},
+                                        "https://witness.testifysec.com/attestation-collection/v0.1", "v0.1"),
+                         key.signer)
+    v = judge(doc, key)
+    assert not v.accepted and v.missing == ("rb",)
