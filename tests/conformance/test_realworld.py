@@ -23,10 +23,10 @@ def rebuildgate_command() -> Path:
 def test_realworld_sets_all_pass(realworld: Path) -> None:
     r = subprocess.run([str(realworld / "run.sh"), str(rebuildgate_command())],
                        capture_output=True, text=True, timeout=580)
-    lines = r.stdout.splitlines()
+    status, lines = r.returncode, r.stdout.splitlines()
     failed = [line for line in lines if line.startswith("FAIL ")]
     summary = lines[-1] if lines else "(no output)"
-    assert r.returncode == 0 and not failed, (
-        f"{realworld / 'run.sh'} exited {r.returncode}: {summary}\n" + "\n".join(failed)
+    assert status == 0 and not failed, (
+        f"{realworld / 'run.sh'} exited {status}: {summary}\n" + "\n".join(failed)
         + (f"\nstderr:\n{r.stderr}" if r.stderr.strip() else ""))
     assert summary.endswith(" passed, 0 failed"), r.stdout
