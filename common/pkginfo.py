@@ -96,6 +96,6 @@ def read_package(path: Path, repo: str | None = None) -> Artifact:
         return read_deb(path, repo)
     if magic[:4] == b"\xed\xab\xee\xdb":
         return read_rpm(path, repo)
-    kind = "Debian package" if path.name.endswith(".deb") else "RPM package" if path.name.endswith(".rpm") \
-        else "Debian or RPM package"
-    raise PackageError(f"{path}: not a {kind} (use --artifact NAME --sha256 HEX for other files)")
+    kind = "a Debian package" if path.name.endswith(".deb") else "an RPM package" if path.name.endswith(".rpm") \
+        else "a Debian or RPM package"
+    raise PackageError(f"{path}: not {kind} (use --artifact NAME --sha256 HEX for other files)")

@@ -109,3 +109,15 @@ def test_missing_file_is_an_error_not_a_verdict(tmp_path) -> None:
     p = write_policy(tmp_path / "p.toml", [rb.entry() for rb in rbs])
     r = run("verify", "--policy", str(p), str(tmp_path / "nope.deb"))
     assert r.returncode == 2 and "cannot read" in r.stderr
+
+
+@pytest.mark.parametrize("name,message", [("final-product_0.0.0.0-0_all.deb", "not a Debian package"),
+                                          ("tools-1.0-1.noarch.rpm", "not an RPM package")])
+def test_text_file_named_like_a_package_is_not_a_package(tmp_path, name, message) -> None:
+    """A file that only carries a package's name gets an error, never a verdict."""
+    rbs = make_rebuilders(tmp_path, 1)
+    p = write_policy(tmp_path / "p.toml", [rb.entry() for rb in rbs])
+    (tmp_path / name).write_text("a text placeholder, not an archive\n")
+    r = run("verify", "--policy", str(p), str(tmp_path / name))
+    assert r.returncode == 2 and r.stdout == ""
+    assert message in r.stderr
