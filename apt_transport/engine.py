@@ -1,9 +1,10 @@
-"""Load the policy, the keys and the decision log while still root.
+"""Load the policy, the keys and the decision log, and read the halt feeds, while still root.
 
 apt starts the method as root and the method then drops to
 ``APT::Sandbox::User``; the policy file, the rebuilders' keys and the
 decision log may be readable or writable by root only, so all three are
-opened here, before the drop.  A problem becomes a *refusal*: the method
+opened here, before the drop, and the halt feeds are read and their state
+saved (root owns it: halts must stick whoever runs the check).  A problem becomes a *refusal*: the method
 keeps running (index files still pass, apt is never left waiting) and
 refuses every package with that one line.
 """
@@ -48,4 +49,5 @@ def load_engine(policy_path: Path | None, proxy: str | None) -> Engine:
         return Engine(None, one_line(f"rebuildgate: cannot load the rebuilders' keys: {type(e).__name__}: {e}"),
                       policy_path=policy.path)
     problem = verifier.open_decision_log()  # as root, before the drop
+    verifier.prepare()  # halt feeds read and their state saved as root, before the drop
     return Engine(verifier, None, [one_line(f"rebuildgate: {problem}")] if problem else [], policy.path)

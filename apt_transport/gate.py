@@ -8,7 +8,9 @@ The flow for one package (``600 URI Acquire`` of a .deb):
    ``Expected-SHA256``: rebuilders are asked while the file downloads, and
    all queued packages are verified concurrently.
 3. When the inner method reports ``201 URI Done``, a finisher thread hashes
-   the file and checks it against apt's hashes; once the verdict is in
+   the file, checks it against apt's hashes and reads what the package says
+   it is from its control file (halts and the allowlist are judged on that,
+   never on the index's name, version or source); once the verdict is in
    (bounded by the policy's fetch deadline) apt gets either the ``201`` or
    a ``400 URI Failure`` with one line saying why.  The answer is sent by
    whichever sees the verdict first: the verdict's done-callback on the
@@ -34,7 +36,7 @@ from typing import Any, Callable, Protocol
 
 from rebuildgate.errors import PackageError
 from rebuildgate.model import Artifact
-from rebuildgate.pkginfo import file_digests
+from rebuildgate.pkginfo import file_digests, read_deb
 
 from . import protocol
 from .records import AptRecords, is_package, make_artifact
@@ -50,7 +52,7 @@ RESOLVE_TIMEOUT = 120.0
 
 
 class PendingLike(Protocol):
-    def result(self): ...
+    def result(self, file: Artifact | None = None): ...
 
     def add_done_callback(self, fn: Callable[[], None]) -> None: ...
 
@@ -71,6 +73,7 @@ class Item:
     expected_sha512: str | None = None
     verification: "Future[PendingLike] | None" = None
     sha256: str | None = None  # of the downloaded file, once checked
+    file: Artifact | None = None  # what the downloaded file says it is
     done: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -222,7 +225,7 @@ class Gate:
     def _answer_safely(self, item: Item, done: protocol.Message, path: str, pending: PendingLike) -> None:
         """Wait for the verdict and answer; never raises (it also runs on the fetcher's loop)."""
         try:
-            self._answer(item, done, path, pending.result())
+            self._answer(item, done, path, pending.result(item.file))
         except Exception as e:  # noqa: BLE001 - a bug fails this download, never opens it
             self._internal_error(item, path, e)
 
@@ -251,6 +254,12 @@ class Gate:
             self._refuse(item, path, f"rebuildgate: {_label(item)}: blocked: the downloaded file has sha512 "
                                      f"{reported512[:32]}..., but the repository index says "
                                      f"{item.expected_sha512[:32]}...")
+            return None
+        try:
+            item.file = read_deb(path, digests=(sha256, sha512))
+        except PackageError as e:
+            self._refuse(item, path, f"rebuildgate: {_label(item)}: blocked: the downloaded file is not a "
+                                     f"readable Debian package ({e})")
             return None
         if item.verification is not None:
             pending = item.verification.result(timeout=RESOLVE_TIMEOUT)

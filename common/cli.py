@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--package", action="append", default=[], help="fnmatch on binary or source name")
             sp.add_argument("--package-version", action="append", default=[], help="fnmatch on the version")
             sp.add_argument("--repository", action="append", default=[], help="fnmatch on the repository")
+            sp.add_argument("--sha256", action="append", default=[], metavar="HEX",
+                            help="exact sha256 of a package file")
     cs = hs.add_parser("cosign", help="add your signature to a statement or feed file, in place")
     _signer_args(cs)
     cs.add_argument("file", type=Path)
@@ -234,11 +236,16 @@ def _halt_tool(args: argparse.Namespace, halt) -> int:
     else:
         everything = getattr(args, "all", False)
         packages, versions = getattr(args, "package", []), getattr(args, "package_version", [])
-        repositories = getattr(args, "repository", [])
-        if args.halt_command == "sign" and not (everything or packages or versions or repositories):
-            raise PackageError("say what the halt covers: --all, --package, --package-version or --repository")
+        repositories, digests = getattr(args, "repository", []), getattr(args, "sha256", [])
+        for digest in digests:
+            if not _HEX64.fullmatch(digest.lower()):
+                raise PackageError(f"--sha256 {digest[:80]!r} is not 64 hex digits")
+        if args.halt_command == "sign" and not (everything or packages or versions or repositories or digests):
+            raise PackageError("say what the halt covers: --all, --package, --package-version, --repository "
+                               "or --sha256")
         payload = halt.statement_payload(args.id, "halt" if args.halt_command == "sign" else "lift", args.version,
-                                         args.reason, expires, packages, versions, repositories, everything)
+                                         args.reason, expires, packages, versions, repositories, everything,
+                                         sha256=digests)
     args.output.write_bytes(halt.sign_document(payload, signer))
     print(f"wrote {args.output}")
     return EXIT_OK

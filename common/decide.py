@@ -33,6 +33,11 @@ The rule, in full:
    admin overrode that halt; audit mode, the allowlist and an ungated
    repository do not lift a halt (a halt is a deliberate, signed decision
    of K developers), and halts that could not be evaluated count as one.
+8. Halts and the allowlist judge the package by what the package **file**
+   says it is (name, version with epoch, source), whenever the file is at
+   hand: a repository index may lie about all three.  When the index's
+   words differ from the file's, the verdict says so (``index_said``); the
+   votes do not change, since they bind the hash, not the name.
 """
 
 from __future__ import annotations
@@ -159,6 +164,7 @@ class Verdict:
                 for h in self.halts
             ],
             "relaxed_by": self.relaxed_by,
+            "index_said": a.index_said,
             "reason": self.reason,
         }
 
@@ -306,6 +312,9 @@ def decide(artifact: Artifact, rule: Rule, reports: Sequence[RebuilderReport]) -
         reason += f"; no evidence from {_join(missing)}"
     if errors and rule.gated:
         reason += "; " + _join(f"{name}: {p.kind}: {p.message}" for name, p in errors)
+
+    if artifact.index_said:
+        reason += f"; judged as the file says, not as the repository index said ({artifact.index_said})"
 
     halts_in_force = [h for h in rule.halts if not h.overridden]
     overridden = [h for h in rule.halts if h.overridden]

@@ -8,8 +8,10 @@ rules (modelled on TUF's treatment of trust files):
   ``action`` (``halt`` or ``lift``), a ``version`` (integer), a ``reason``,
   ``issued`` and ``expires`` times, and what it covers: ``all = true`` or any
   of ``packages`` / ``versions`` / ``repositories`` (fnmatch patterns; a
-  package pattern matches the binary or the source name; every given field
-  must match).
+  package pattern matches the binary or the source name; a version pattern
+  matches the version with or without its epoch) / ``sha256`` (exact file
+  digests); every given field must match.  Names and versions are the
+  package file's own whenever the file is at hand, never only the index's.
 * A statement counts only when at least K **distinct** halt signers (distinct
   people and distinct keys) signed it.  Forged, duplicated and unknown-key
   signatures do not count.  Lifting needs K signatures too: a lift is a
@@ -27,6 +29,11 @@ rules (modelled on TUF's treatment of trust files):
   ``stale`` decides: ``block`` every package, or ``warn``.
 * The local admin may **override** one halt by id; the override is recorded
   (who, when, why), logged, and shown in every verdict it affects.
+* What a feed taught is used only once it is **saved** in the state file:
+  a run that cannot save it (a full disk, no permission) keeps the new
+  halts for itself but no lift, no newer feed version, and the stale rule
+  applies at once, saying why.  An unreadable state file is a halt on
+  everything (``halt-error``): it could hide halts.
 
 The pure part (parsing, signature counting, matching) is separated from the
 I/O part (:class:`HaltWatch`: fetching feeds, the state file).
@@ -38,14 +45,14 @@ import datetime as _dt
 import fnmatch
 import json
 import logging
-import os
-import tempfile
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from .atomic import write_atomic
 from .decide import HaltNotice
 from .errors import EvidenceError, MalformedEvidence, RebuildgateError
 from .evidence import KeySet, load_keyset, parse_metablock, signers_of
@@ -59,6 +66,8 @@ STATEMENT_TYPE = "rebuildgate-halt"
 FEED_TYPE = "rebuildgate-halt-feed"
 STATE_FILE = "halts.json"
 STALE_ID = "halt-feeds-stale"
+UNSAVED_ID = "halt-state-unsaved"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class HaltError(RebuildgateError):
@@ -133,19 +142,29 @@ class Statement:
     signers: tuple[str, ...]
     raw: bytes = field(repr=False, default=b"")
     origin: str = ""
+    sha256: tuple[str, ...] = ()
 
     def expired(self, now: _dt.datetime) -> bool:
         return now >= self.expires
 
     def matches(self, artifact: Artifact) -> bool:
+        """Whether this statement covers *artifact*.
+
+        A version pattern matches the version with or without its epoch:
+        rebuilders publish one attestation for both (file names and URLs
+        drop the epoch), so an epoch the index adds must not escape a halt.
+        """
         if self.everything:
             return True
-        if not (self.packages or self.versions or self.repositories):
+        if not (self.packages or self.versions or self.repositories or self.sha256):
+            return False
+        if self.sha256 and artifact.sha256.lower() not in self.sha256:
             return False
         names = [n for n in (artifact.name, artifact.source, artifact.filename) if n]
         if self.packages and not any(fnmatch.fnmatchcase(n, p) for n in names for p in self.packages):
             return False
-        if self.versions and not any(fnmatch.fnmatchcase(artifact.version or "", p) for p in self.versions):
+        versions = {artifact.version or "", artifact.upstream_version or ""}
+        if self.versions and not any(fnmatch.fnmatchcase(v, p) for v in versions for p in self.versions):
             return False
         if self.repositories and not any(fnmatch.fnmatchcase(artifact.repo or "", p) for p in self.repositories):
             return False
@@ -185,14 +204,19 @@ def read_statement(raw: bytes, signers: list[KeySet], threshold: int, origin: st
     everything = signed.get("all", False)
     if not isinstance(everything, bool):
         raise MalformedEvidence(f"halt statement {ident}: all must be true or false")
+    digests = tuple(d.lower() for d in _patterns(signed, "sha256"))
+    if not all(_SHA256.fullmatch(d) for d in digests):
+        raise MalformedEvidence(f"halt statement {ident}: sha256 must list 64-hex-digit digests")
     statement = Statement(
         id=ident, action=action, version=_integer(signed, "version", f"halt statement {ident}"),
         reason=" ".join(reason.split())[:300],
         issued=parse_time(signed.get("issued"), "issued"), expires=parse_time(signed.get("expires"), "expires"),
         everything=everything, packages=_patterns(signed, "packages"), versions=_patterns(signed, "versions"),
-        repositories=_patterns(signed, "repositories"), signers=who, raw=raw, origin=origin)
-    if action == "halt" and not (everything or statement.packages or statement.versions or statement.repositories):
-        raise MalformedEvidence(f"halt statement {ident} covers nothing (set all, packages, versions or repositories)")
+        repositories=_patterns(signed, "repositories"), signers=who, raw=raw, origin=origin, sha256=digests)
+    if action == "halt" and not (everything or statement.packages or statement.versions or statement.repositories
+                                 or statement.sha256):
+        raise MalformedEvidence(f"halt statement {ident} covers nothing "
+                                "(set all, packages, versions, repositories or sha256)")
     return statement
 
 
@@ -256,9 +280,12 @@ class HaltWatch:
     The state file (``state_dir/halts.json``) keeps the highest feed versions
     seen, the last successful refresh of each feed, every K-signed statement
     seen (so a halt cannot be made to vanish by serving a feed without it),
-    and the admin's overrides.  If the state cannot be written (say, after
-    the apt method dropped privileges) verification still works from what
-    was read; the failure is logged once.
+    and the admin's overrides.  Front ends that drop privileges call
+    :meth:`refresh` first, as root, so that what the feeds say is saved.
+    If it cannot be saved, new halts still apply in this run, but lifts and
+    feed versions do not, and the stale rule applies at once (``unsaved``).
+    A state file that cannot be read fails every verdict (remembered for
+    the run: it is not read again per package).
     """
 
     def __init__(self, settings: HaltSettings, transport: Any, policy_path: Path,
@@ -270,6 +297,8 @@ class HaltWatch:
         self._now = clock or (lambda: _dt.datetime.now(_dt.timezone.utc))
         self._lock = threading.Lock()
         self._refreshed = False
+        self._failure: HaltError | None = None
+        self.unsaved: str | None = None  # why what the feeds said could not be saved
         self.status: list[FeedStatus] = []
         self.statements: dict[str, Statement] = {}
         self.rejected: list[str] = []
@@ -293,24 +322,28 @@ class HaltWatch:
         return data
 
     def _save_state(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".halts-")
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.state, f, indent=1, sort_keys=True)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path)
-        except OSError as e:
-            log.warning("rebuildgate: cannot save halt state %s: %s", self.path, e.strerror or e)
+        """Write the state atomically; OSError if it was not saved."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path, json.dumps(self.state, indent=1, sort_keys=True).encode())
 
     # -- refresh ---------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Load state, read every feed, remember what counts; once per process."""
+        """Load state, read every feed, remember what counts; once per process.
+
+        Raises HaltError if the state file cannot be read, now and on every
+        later call (the failure is remembered for the run).
+        """
         with self._lock:
+            if self._failure is not None:
+                raise self._failure
             if self._refreshed:
                 return
-            self.state = self._load_state()
+            try:
+                self.state = self._load_state()
+            except HaltError as e:
+                self._failure = e
+                raise
             for ident, entry in self.state["statements"].items():
                 try:
                     st = read_statement(entry["doc"].encode(), self.keysets, self.settings.threshold,
@@ -318,12 +351,36 @@ class HaltWatch:
                 except Exception:  # noqa: BLE001 - e.g. signers changed in the policy: no longer counts
                     continue
                 merge(self.statements, st)
+            saved_state = json.loads(json.dumps(self.state))
+            saved_statements = dict(self.statements)
             changed = False
             for url in self.settings.feeds:
                 changed |= self._refresh_feed(url)
             if changed:
-                self._save_state()
+                try:
+                    self._save_state()
+                except OSError as e:
+                    self._unsaved(saved_state, saved_statements, f"cannot save halt state {self.path}: "
+                                                                 f"{e.strerror or e}")
             self._refreshed = True
+
+    def _unsaved(self, saved_state: dict[str, Any], saved_statements: dict[str, Statement], why: str) -> None:
+        """Fall back to what the state file holds, keeping only what blocks more.
+
+        A later run will not know what this run read, so nothing read now may
+        relax anything (a lift, a newer feed version that the next run would
+        then accept an older feed against); a new halt only blocks, so it
+        applies in this run too.
+        """
+        fresh = self.statements
+        self.state, self.statements = saved_state, dict(saved_statements)
+        for ident, st in fresh.items():
+            if st.action == "halt" and saved_statements.get(ident) is not st:
+                self.statements[ident] = st
+        self.unsaved = why
+        self.status = [FeedStatus(f.url, False, f"read, but not used: {why}", f.version) if f.ok else f
+                       for f in self.status]
+        log.warning("rebuildgate: %s", why)
 
     def _refresh_feed(self, url: str) -> bool:
         from .errors import FetchError
@@ -369,7 +426,13 @@ class HaltWatch:
         self.refresh()
         found = notices(artifact, self.statements.values(), self.state.get("overrides", {}), self._now())
         stale = self.stale_for()
-        if stale is not None:
+        if self.unsaved is not None:
+            why = f"{self.unsaved}, so what the halt feeds said cannot be relied on"
+            if self.settings.stale == "block":
+                found += (HaltNotice(UNSAVED_ID, why + "; stale = block", ("policy",)),)
+            else:
+                log.warning("rebuildgate: %s; stale = warn", why)
+        elif stale is not None:
             never = not any(f.get("refreshed") for f in self.state.get("feeds", {}).values())
             why = ("no halt feed has ever been read" if never else
                    f"no halt feed refreshed for {int(stale)}s (max_age {self.settings.max_age}s)")
@@ -398,10 +461,7 @@ class HaltWatch:
 
     def _write_or_fail(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(self.path.name + ".new")
-            tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True))
-            os.replace(tmp, self.path)
+            self._save_state()
         except OSError as e:
             raise HaltError(f"cannot write halt state {self.path}: {e.strerror or e} (run as root?)") from None
 
@@ -443,14 +503,15 @@ def sign_document(signed: dict, signer: Any, existing: list[dict] | None = None)
 def statement_payload(ident: str, action: str, version: int, reason: str, expires: _dt.datetime,
                       packages: Iterable[str] = (), versions: Iterable[str] = (),
                       repositories: Iterable[str] = (), everything: bool = False,
-                      issued: _dt.datetime | None = None) -> dict:
+                      issued: _dt.datetime | None = None, sha256: Iterable[str] = ()) -> dict:
     payload: dict[str, Any] = {
         "_type": STATEMENT_TYPE, "id": ident, "action": action, "version": version, "reason": reason,
         "issued": format_time(issued or _dt.datetime.now(_dt.timezone.utc)), "expires": format_time(expires),
     }
     if everything:
         payload["all"] = True
-    for key, values in (("packages", packages), ("versions", versions), ("repositories", repositories)):
+    for key, values in (("packages", packages), ("versions", versions), ("repositories", repositories),
+                        ("sha256", [d.lower() for d in sha256])):
         if values:
             payload[key] = list(values)
     return payload

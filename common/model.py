@@ -7,7 +7,7 @@ can build them by hand.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
 
@@ -31,6 +31,9 @@ class Artifact:
     arch: str | None = None
     repo: str | None = None  # where it comes from: apt URI or dnf repo id
     sha512: str | None = None
+    #: What the repository index called the package, when the file itself
+    #: says otherwise (see :meth:`with_file_identity`).
+    index_said: str | None = None
 
     @property
     def digests(self) -> dict[str, str]:
@@ -54,6 +57,30 @@ class Artifact:
             arch = f" ({self.arch})" if self.arch else ""
             return f"{self.name} {self.version}{arch}"
         return self.filename
+
+    @property
+    def identity(self) -> tuple[str | None, str | None, str | None, str | None]:
+        """(name, version, source, arch): what halts and the allowlist judge."""
+        return (self.name, self.version, self.source or self.name, self.arch)
+
+    def with_file_identity(self, file: "Artifact") -> "Artifact":
+        """This artifact under the name, version, source and arch that the
+        package *file* states (its control file or rpm header).
+
+        The index's words are an attacker's: they may add an epoch, drop a
+        ``Source:`` or rename the package so that a halt or an allowlist
+        entry matches or misses.  Evidence is still looked up as the index
+        said (it is bound to the hash either way), but who the package is
+        comes from the file.  ``index_said`` keeps the index's claim when it
+        differs, so the verdict can say that the index lied.  The file name
+        rebuilders list becomes the file's canonical one too (the digests
+        must match under it either way).
+        """
+        if file.identity == self.identity:
+            return self
+        claim = f"{self.label}, source {self.source or self.name}"
+        return replace(self, filename=file.filename, name=file.name, version=file.version, source=file.source,
+                       arch=file.arch, index_said=claim)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,12 @@ def _magic(path: Path) -> bytes:
         raise PackageError(f"{path}: cannot read: {e.strerror or e}") from None
 
 
-def read_deb(path: Path, repo: str | None = None) -> Artifact:
+Digests = tuple[str, str | None]
+
+
+def read_deb(path: Path, repo: str | None = None, digests: Digests | None = None) -> Artifact:
+    """The package a .deb says it is (its control file); *digests*, if the
+    caller hashed the file already, spare hashing it again."""
     if _magic(path) != b"!<arch>\n":
         raise PackageError(f"{path}: not a Debian package (no ar archive header)")
     try:
@@ -52,12 +57,13 @@ def read_deb(path: Path, repo: str | None = None) -> Artifact:
         raise PackageError(f"{path}: not a readable Debian package: {e}") from None
     source = source_field.split("(", 1)[0].strip() or name
     upstream = version.split(":", 1)[1] if ":" in version else version
-    sha256, sha512 = file_digests(path)
+    sha256, sha512 = digests or file_digests(path)
     return Artifact(filename=f"{name}_{upstream}_{arch}.deb", sha256=sha256, sha512=sha512, name=name,
                     source=source, version=version, arch=arch, repo=repo)
 
 
-def read_rpm(path: Path, repo: str | None = None) -> Artifact:
+def read_rpm(path: Path, repo: str | None = None, digests: Digests | None = None) -> Artifact:
+    """The package an .rpm says it is (its header); *digests* as for read_deb."""
     if _magic(path)[:4] != b"\xed\xab\xee\xdb":
         raise PackageError(f"{path}: not an RPM package (no rpm lead)")
     try:
@@ -75,7 +81,7 @@ def read_rpm(path: Path, repo: str | None = None) -> Artifact:
         raise PackageError(f"{path}: not a readable RPM package: {e}") from None
     full = f"{version}-{release}"
     source = sourcerpm_name(str(sourcerpm)) or name
-    sha256, sha512 = file_digests(path)
+    sha256, sha512 = digests or file_digests(path)
     return Artifact(filename=f"{name}-{full}.{arch}.rpm", sha256=sha256, sha512=sha512, name=name,
                     source=source, version=f"{epoch}:{full}" if epoch not in (None, "", 0) else full,
                     arch=arch, repo=repo)
@@ -89,13 +95,13 @@ def sourcerpm_name(sourcerpm: str) -> str | None:
     return parts[0] if len(parts) == 3 and parts[0] else None
 
 
-def read_package(path: Path, repo: str | None = None) -> Artifact:
+def read_package(path: Path, repo: str | None = None, digests: Digests | None = None) -> Artifact:
     """An Artifact for a local .deb or .rpm, by content (not by file name)."""
     magic = _magic(path)
     if magic == b"!<arch>\n":
-        return read_deb(path, repo)
+        return read_deb(path, repo, digests)
     if magic[:4] == b"\xed\xab\xee\xdb":
-        return read_rpm(path, repo)
+        return read_rpm(path, repo, digests)
     kind = "a Debian package" if path.name.endswith(".deb") else "an RPM package" if path.name.endswith(".rpm") \
         else "a Debian or RPM package"
     raise PackageError(f"{path}: not {kind} (use --artifact NAME --sha256 HEX for other files)")

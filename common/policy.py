@@ -109,9 +109,15 @@ class AllowEntry:
     version: str | None  # fnmatch pattern on the version, None = any
     expires: _dt.date
     reason: str
+    sha256: tuple[str, ...] = ()  # only these exact files, if given
 
     def matches(self, artifact: Artifact, today: _dt.date) -> bool:
+        """Whether this entry lets *artifact* through.  The name and version
+        are the package file's own whenever the file is at hand (see
+        :meth:`Artifact.with_file_identity`), never just the index's."""
         if today > self.expires:
+            return False
+        if self.sha256 and artifact.sha256.lower() not in self.sha256:
             return False
         name = artifact.name or artifact.filename
         if not fnmatch.fnmatchcase(name, self.package):
@@ -226,7 +232,9 @@ class Policy:
                 + (f", rebuilders {', '.join(rr.rebuilders)}" if rr.rebuilders is not None else ""))
         lines.append("other repositories: " + ("gated by the global rule" if self.gate_unlisted else "not gated"))
         for a in self.allow:
-            lines.append(f"allowlist: {a.package} {a.version or '(any version)'} until {a.expires}: {a.reason}")
+            pinned = f" only sha256 {', '.join(d[:16] + '...' for d in a.sha256)}" if a.sha256 else ""
+            lines.append(f"allowlist: {a.package} {a.version or '(any version)'}{pinned} until {a.expires}: "
+                         f"{a.reason}")
         f = self.fetch
         lines.append(f"fetch: connect {f.connect_timeout}s, read {f.read_timeout}s, deadline {f.deadline}s, "
                      f"max {f.max_bytes} bytes, proxy {f.proxy or 'from the package manager/environment'}, "
@@ -549,11 +557,16 @@ def parse_policy(data: Mapping[str, Any], path: Path) -> Policy:
         expires = r.get("expires", _dt.date, required=True)
         if isinstance(expires, _dt.datetime):
             expires = expires.date()
+        pins = tuple(d.lower() for d in r.strings("sha256"))
+        for digest in pins:
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise r.error("sha256", f"{digest[:80]!r} is not a sha256 (64 hex digits)")
         allow.append(AllowEntry(
             package=r.string("package", required=True),
             version=r.string("version"),
             expires=expires,
             reason=r.string("reason", required=True),
+            sha256=pins,
         ))
         r.finish()
 

@@ -112,26 +112,39 @@ class PendingVerdict:
         else:
             self._running.add_done_callback(lambda _f: fn())
 
-    def result(self) -> Verdict:
+    def result(self, file: Artifact | None = None) -> Verdict:
+        """The verdict (waiting, bounded, for the rebuilders).
+
+        *file* is the package as its own file describes it (name, version,
+        source, arch: :func:`rebuildgate.pkginfo.read_identity`), once the
+        front end has it: halts and the allowlist are then judged on that,
+        not on what the repository index said.  The first call decides;
+        later calls return the same verdict.
+        """
         if self._verdict is None:
             self._wait()  # outside the lock: a done-callback must never wait for a waiting thread
             with self._lock:
                 if self._verdict is None:
-                    self._verdict = self._conclude()
+                    self._verdict = self._conclude(file)
             # Only now, with the verdict stored and the lock released: cancelling
             # runs the done-callbacks on this thread, and they call result().
             if self._running is not None and not self._running.done():
                 self._running.cancel()
         return self._verdict
 
-    def _conclude(self) -> Verdict:
+    def _conclude(self, file: Artifact | None) -> Verdict:
         reports = []
         for job in self._jobs:
             report = job.report
             if report is None:
                 report = _timed_out(job.rebuilder, self._verifier.policy.fetch.deadline)
             reports.append(report)
-        return self._verifier._finish(decide(self.artifact, self._rule, reports))
+        artifact, rule = self.artifact, self._rule
+        if file is not None:
+            artifact = artifact.with_file_identity(file)
+            if artifact is not self.artifact:  # the index lied: judge halts and allowlist anew
+                rule = self._verifier._rule(artifact)[0]
+        return self._verifier._finish(decide(artifact, rule, reports))
 
 
 class Verifier:
@@ -178,6 +191,20 @@ class Verifier:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def prepare(self) -> None:
+        """Do now what needs the privileges a front end is about to drop.
+
+        Reads the halt feeds and saves what they say (root owns the halt
+        state); a failure is kept and fails every verdict later, with the
+        reason, so this never raises.
+        """
+        refresh = getattr(self._halts, "refresh", None)
+        if refresh is not None:
+            try:
+                refresh()
+            except Exception as e:  # noqa: BLE001 - reported by every verdict (halt-error)
+                log.debug("rebuildgate: halts: %s", e)
 
     def _rule(self, artifact: Artifact) -> tuple[Rule, tuple[Rebuilder, ...]]:
         """The policy's rule for *artifact*, with the halts in force for it.

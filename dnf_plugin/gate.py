@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from rebuildgate.decide import Verdict
-from rebuildgate.errors import one_line
+from rebuildgate.errors import PackageError, one_line
 from rebuildgate.model import Artifact, Problem
-from rebuildgate.pkginfo import file_digests, sourcerpm_name
+from rebuildgate.pkginfo import file_digests, read_rpm, sourcerpm_name
 from rebuildgate.policy import Policy, load_policy
 from rebuildgate.verify import DEFAULT_LOG, Verifier
 
@@ -258,8 +258,16 @@ class Gate:
         return verdicts
 
     def pre_transaction(self, packages: Iterable[Any]) -> list[Verdict]:
-        """Check the files rpm is about to install; raise Blocked if any fails."""
+        """Check the files rpm is about to install; raise Blocked if any fails.
+
+        Every gated file is hashed and its header read: the verdict from
+        before the download stands only for the very file that was verified
+        *and* only if the file is the package the repository metadata said
+        (name, epoch, version, source: halts and the allowlist were judged on
+        those).  Anything else is verified again as the file says it is.
+        """
         todo: list[Artifact] = []
+        unreadable: list[tuple[Artifact, str]] = []
         notes: dict[tuple[str, str | None], str] = {}
         for pkg in packages:
             f = package_facts(pkg)
@@ -268,19 +276,27 @@ class Gate:
             checked = self.checked.get(f.key)
             verified = checked.sha256 if checked else None
             path = Path(pkg.localPkg())
-            if verified:
+            try:
                 sha256, _ = file_digests(path, with_sha512=False)
-                if sha256 == verified:
-                    continue  # the file is the one that was verified
+                file = read_rpm(path, f.reponame, (sha256, None))
+            except PackageError as e:
+                unreadable.append((f.artifact(_NO_HASH), str(e)))
+                continue
+            claimed = f.artifact(sha256)
+            artifact = claimed.with_file_identity(file)
+            if verified and sha256 == verified and artifact is claimed:
+                continue  # the file is the one that was verified, and the package it was said to be
+            if verified and sha256 != verified:
                 notes[(f.filename, f.reponame)] = (
                     f"{path} has sha256 {sha256[:16]}..., not the {verified[:16]}... "
                     "verified before download")
-            sha256, sha512 = file_digests(path)
-            todo.append(f.artifact(sha256, sha512))
-        if not todo:
+            _, sha512 = file_digests(path)
+            todo.append(replace(artifact, sha512=sha512))
+        if not todo and not unreadable:
             return []
         with Verifier(self.policy, self.proxy) as verifier:
             verdicts = verifier.verify_many(todo)
+            verdicts += [verifier.refuse(a, Problem("unreadable", why)) for a, why in unreadable]
         self._judge(verdicts, "before installing", "Nothing was installed.", notes)
         return verdicts
 

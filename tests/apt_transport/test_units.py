@@ -22,6 +22,7 @@ from rebuildgate.apt import protocol
 from rebuildgate.apt.aptconfig import AptConfig
 from rebuildgate.apt.gate import Gate, to_inner, to_outer
 from rebuildgate.apt.records import is_package, make_artifact, parse_archive_name, strip_scheme
+from tests.support.packages import build_deb
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -145,7 +146,8 @@ class FakePending:
     def __init__(self, verdict, delay=0.0, error=None):
         self.verdict, self.delay, self.error = verdict, delay, error
 
-    def result(self):
+    def result(self, file=None):
+        self.file = file
         time.sleep(self.delay)
         if self.error:
             raise self.error
@@ -195,9 +197,10 @@ class Recorder:
 def deb(tmp_path: Path):
     archives = tmp_path / "archives"
     (archives / "partial").mkdir(parents=True)
+    built = build_deb(tmp_path / "built", "hello", "1.0-1")
     path = archives / "partial" / "hello_1.0-1_all.deb"
-    path.write_bytes(b"package bytes")
-    return {"path": path, "archives": str(archives) + "/", "sha": hashlib.sha256(b"package bytes").hexdigest()}
+    path.write_bytes(built.read_bytes())
+    return {"path": path, "archives": str(archives) + "/", "sha": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def _gate(rec, verifier, deb, refusal=None):
@@ -231,7 +234,7 @@ class CallbackOnlyPending(FakePending):
 
     released = threading.Event()
 
-    def result(self):
+    def result(self, file=None):
         if threading.current_thread().name.startswith("rbg-finish"):
             self.released.wait(30)
         return self.verdict

@@ -187,6 +187,9 @@ def test_override_lets_exactly_that_halt_through(team) -> None:
     ({"packages": ["hello"], "versions": ["2.*"]}, False),
     ({"repositories": ["deb.example/*"]}, True),
     ({"repositories": ["other/*"]}, False),
+    ({"sha256": [ART.sha256]}, True),
+    ({"sha256": ["ab" * 32]}, False),
+    ({"packages": ["hello"], "sha256": ["ab" * 32]}, False),  # every given field must match
 ])
 def test_what_a_halt_covers(team, match, covered) -> None:
     team.publish(team.statement("alice", "bob", **match))
@@ -310,3 +313,95 @@ def test_halts_that_cannot_be_evaluated_are_not_relaxed(tmp_path) -> None:
         raise RuntimeError("feed parser bug")
     v = t.verdict(halts=broken)
     assert not v.allowed and "halt-error" in v.reason and "feed parser bug" in v.reason
+
+
+@pytest.mark.parametrize("version,covered", [
+    ("1.0-1", True), ("1:1.0-1", True), ("7:1.0-1", True), ("1.0-2", False), ("1:1.0-2", False)])
+def test_a_version_pattern_matches_with_or_without_an_epoch(version, covered) -> None:
+    """An epoch added by the index must not escape a halt: rebuilders publish one
+    attestation for both spellings, since file names and URLs drop the epoch."""
+    payload = halt.statement_payload("H", "halt", 1, "r", LATER, packages=["hello"], versions=["1.0-1"])
+    st = halt.Statement("H", "halt", 1, "r", NOW, LATER, False, ("hello",), ("1.0-1",), (), ("alice",))
+    assert payload["versions"] == ["1.0-1"]
+    assert st.matches(Artifact(FILE, ART.sha256, name="hello", version=version)) is covered
+
+
+def test_halts_are_judged_on_what_the_file_says(team) -> None:
+    """The index calls the halted hello 'hello-ng 1:2.0' from source 'other'; the file says hello 1.0-1."""
+    team.publish(team.statement("alice", "bob", packages=["hello-src"], versions=["1.0-1"]))
+    lying = Artifact(FILE, ART.sha256, name="hello-ng", source="other", version="2.0", arch="all", repo=ART.repo)
+    with Verifier(team.policy) as v:
+        assert v.verify_many([lying])[0].halts == ()  # the index's words alone escape it ...
+        verdict = v.submit(lying).result(ART)  # ... the file's own do not
+    assert not verdict.allowed and "halted by H-1" in verdict.reason
+    assert verdict.artifact.name == "hello" and verdict.artifact.index_said == "hello-ng 2.0 (all), source other"
+    assert "not as the repository index said (hello-ng 2.0 (all), source other)" in verdict.reason
+    assert verdict.to_json()["index_said"] == "hello-ng 2.0 (all), source other"
+
+
+def test_halt_state_that_cannot_be_saved_keeps_new_halts_but_no_lifts(team, monkeypatch) -> None:
+    team.publish(team.statement("alice", "bob", ident="OLD"))  # saved
+    assert not team.verdict().allowed
+    team.publish(team.statement("alice", "bob", ident="OLD"),
+                 team.statement("bob", "carol", ident="OLD", action="lift", version=2),
+                 team.statement("alice", "carol", ident="NEW", packages=["hello"]))
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(halt, "write_atomic", full_disk)
+    v = team.verdict()
+    assert not v.allowed
+    ids = [h.id for h in v.halts]
+    assert ids[:2] == ["OLD", "NEW"] or sorted(ids[:2]) == ["NEW", "OLD"]  # the lift is not used, the new halt is
+    assert halt.UNSAVED_ID in ids and "No space left on device" in v.reason and "stale = block" in v.reason
+    state = json.loads((team.policy.halt.state_dir / halt.STATE_FILE).read_text())
+    assert set(state["statements"]) == {"OLD"} and state["feeds"][f"file://{team.feed}"]["version"] == 1
+
+
+def test_halt_state_that_cannot_be_saved_warns_when_stale_is_warn(tmp_path, tmp_keys, monkeypatch, caplog) -> None:
+    t = Team(tmp_path, stale="warn")
+    t.publish()
+    monkeypatch.setattr(halt, "write_atomic", lambda *a, **k: (_ for _ in ()).throw(OSError(30, "Read-only")))
+    with caplog.at_level("WARNING"):
+        v = t.verdict()
+    assert v.allowed and "cannot save halt state" in caplog.text and "stale = warn" in caplog.text
+
+
+def test_an_unreadable_state_is_read_once_per_run(team, monkeypatch) -> None:
+    team.publish()
+    state = team.policy.halt.state_dir
+    state.mkdir(exist_ok=True)
+    (state / halt.STATE_FILE).write_text("{broken")
+    reads = []
+    original = halt.HaltWatch._load_state
+
+    def counting(self):
+        reads.append(1)
+        return original(self)
+
+    monkeypatch.setattr(halt.HaltWatch, "_load_state", counting)
+    arts = [Artifact(f"p{i}_1_all.deb", "ab" * 32, name=f"p{i}", version="1") for i in range(20)]
+    with Verifier(team.policy) as v:
+        verdicts = v.verify_many(arts)
+    assert all(not x.allowed and "halt state" in x.reason for x in verdicts)
+    assert len(reads) == 1
+
+
+def test_prepare_saves_the_state_before_any_verdict(team) -> None:
+    team.publish(team.statement("alice", "bob"))
+    path = team.policy.halt.state_dir / halt.STATE_FILE
+    with Verifier(team.policy) as v:
+        v.prepare()
+        assert "H-1" in json.loads(path.read_text())["statements"]
+
+
+def test_cli_signs_a_halt_for_exact_digests(team, tmp_path) -> None:
+    out = tmp_path / "st.json"
+    args = [sys.executable, "-m", "rebuildgate.cli", "halt", "sign", "--key", str(team.keys["alice"].private_pem),
+            "--id", "H-9", "--version", "1", "--reason", "r", "--expires", "2099-01-01", "-o", str(out)]
+    r = subprocess.run([*args, "--sha256", ART.sha256.upper()], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text())["signed"]["sha256"] == [ART.sha256]
+    r = subprocess.run([*args, "--sha256", "xyz"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "is not 64 hex digits" in r.stderr

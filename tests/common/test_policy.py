@@ -220,3 +220,31 @@ def test_describe_speaks_plainly(tmp_path, key) -> None:
     text = "\n".join(p.describe())
     assert "needs 2 of 2 independent rebuilder operators" in text
     assert "rebuilder a, operator org" in text and "repository loc (l*): not gated" in text
+
+
+def test_allowlist_entry_may_pin_exact_files(tmp_path, key) -> None:
+    good, other = "ab" * 32, "cd" * 32
+    p = load_policy(write_policy(tmp_path / "p.toml", [rb("a", key)], arrays={"allow": [
+        {"package": "linux-image-*", "sha256": [good.upper()], "expires": dt.date(2099, 1, 1), "reason": "k"}]}))
+    assert p.allow[0].sha256 == (good,)
+    pinned = Artifact("k.deb", good, name="linux-image-amd64", version="6.1.5-1")
+    assert p.resolve(pinned).rule.allowlisted
+    assert p.resolve(Artifact("k.deb", other, name="linux-image-amd64", version="6.1.5-1")).rule.allowlisted is None
+    assert "only sha256 abababababababab..." in "\n".join(p.describe())
+    with pytest.raises(ConfigError, match=r"allow\[0\].sha256: 'xyz' is not a sha256"):
+        load_policy(write_policy(tmp_path / "bad.toml", [rb("a", key)], arrays={"allow": [
+            {"package": "x", "sha256": "xyz", "expires": dt.date(2099, 1, 1), "reason": "k"}]}))
+
+
+def test_allowlist_judges_the_file_not_the_index(tmp_path, key) -> None:
+    p = load_policy(write_policy(tmp_path / "p.toml", [rb("a", key)], arrays={"allow": [
+        {"package": "linux-image-*", "expires": dt.date(2099, 1, 1), "reason": "kernel"}]}))
+    index = Artifact("linux-image-6.1.0-99-amd64_1.0-1_all.deb", "ab" * 32, name="linux-image-6.1.0-99-amd64",
+                     version="1.0-1", arch="all")
+    file = Artifact("openssh-server_1.0-1_all.deb", "ab" * 32, name="openssh-server", source="openssh",
+                    version="1.0-1", arch="all")
+    judged = index.with_file_identity(file)
+    assert p.resolve(index).rule.allowlisted and p.resolve(judged).rule.allowlisted is None
+    assert judged.filename == file.filename and judged.sha256 == index.sha256
+    assert judged.index_said == "linux-image-6.1.0-99-amd64 1.0-1 (all), source linux-image-6.1.0-99-amd64"
+    assert index.with_file_identity(index) is index  # the same identity: nothing changes

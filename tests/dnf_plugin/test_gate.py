@@ -19,6 +19,7 @@ import pytest
 
 from rebuildgate.dnf.gate import Blocked, Gate, LibraryError, check_environment, dnf_proxy, package_facts
 from rebuildgate.policy import load_policy
+from tests.support.packages import build_rpm
 from tests.support.policy import write_policy
 from tests.support.rebuilders import FakeRebuilder, make_rebuilders
 
@@ -46,9 +47,14 @@ class FakePkg:
 
 
 def _pkg(tmp_path: Path, name: str, content: bytes, checksum: str | None = "sha256", **kw) -> FakePkg:
+    """A stand-in package whose file is a real rpm (built with *content* as its payload), since
+    ``pre_transaction()`` reads every file's header; the attributes are what an index could say."""
+    built = build_rpm(tmp_path / "built" / hashlib.sha256(name.encode() + content).hexdigest()[:16], name, "1.0",
+                      payload=content)
     path = tmp_path / f"{name}-1.0-1.noarch.rpm"
-    path.write_bytes(content)
-    chksum = (checksum, hashlib.new(checksum, content).digest()) if checksum else None
+    path.write_bytes(built.read_bytes())
+    data = path.read_bytes()
+    chksum = (checksum, hashlib.new(checksum, data).digest()) if checksum else None
     return FakePkg(name, "1.0", "1", path, chksum=chksum, **kw)
 
 
@@ -72,7 +78,7 @@ def test_package_facts_keep_epoch_out_of_the_file_name(tmp_path: Path) -> None:
     assert artifact.filename == "libfoo-1.0-1.noarch.rpm"
     assert artifact.version == "3:1.0-1" and artifact.upstream_version == "1.0-1"
     assert artifact.source == "foo-src" and artifact.repo == "gated"
-    assert artifact.sha256 == hashlib.sha256(b"x").hexdigest()
+    assert artifact.sha256 == hashlib.sha256(pkg.path.read_bytes()).hexdigest()
     local = package_facts(_pkg(tmp_path, "local", b"y", checksum=None, reponame="@commandline"))
     assert local.checksum is None and local.checksum_type is None
 
@@ -95,18 +101,19 @@ def test_a_file_that_changed_after_resolution_is_verified_under_its_real_hash(
         tmp_path: Path, rebuilders: list[FakeRebuilder]) -> None:
     pkg = _pkg(tmp_path, "hello", b"honest build")
     for rb in rebuilders:
-        rb.publish("hello", "1.0-1", {pkg.path.name: b"honest build"})
+        rb.publish("hello", "1.0-1", {pkg.path.name: pkg.path.read_bytes()})
     gate = _gate(tmp_path, rebuilders)
     [verdict] = gate.resolved([pkg])
     assert verdict.accepted and verdict.vote_count == 2
     assert gate.pre_transaction([pkg]) == []  # same file: nothing to verify again
 
-    pkg.path.write_bytes(b"swapped after download")
+    swapped = _pkg(tmp_path / "evil", "hello", b"swapped after download").path.read_bytes()
+    pkg.path.write_bytes(swapped)
     with pytest.raises(Blocked) as blocked:
         gate.pre_transaction([pkg])
     message = str(blocked.value)
     assert "before installing" in message and "Nothing was installed." in message
-    assert f"{pkg.path} has sha256 {hashlib.sha256(b'swapped after download').hexdigest()[:16]}" in message
+    assert f"{pkg.path} has sha256 {hashlib.sha256(swapped).hexdigest()[:16]}" in message
     assert "rb1 (conflict)" in message and "rb2 (conflict)" in message
 
 
@@ -131,7 +138,7 @@ def test_sha512_and_local_packages_wait_for_the_file(tmp_path: Path, rebuilders:
     pkgs = [_pkg(tmp_path, "big", b"big", checksum="sha512"),
             _pkg(tmp_path, "local", b"local", checksum=None, reponame="@commandline")]
     for rb in rebuilders:
-        rb.publish("big", "1.0-1", {"big-1.0-1.noarch.rpm": b"big"})
+        rb.publish("big", "1.0-1", {"big-1.0-1.noarch.rpm": pkgs[0].path.read_bytes()})
     gate = _gate(tmp_path, rebuilders)
     assert gate.resolved(pkgs) == []  # nothing can be verified before download
     with pytest.raises(Blocked) as blocked:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 # 2023-11-14T22:13:20Z; any fixed value works, it only has to be fixed.
 SOURCE_DATE_EPOCH = 1700000000
@@ -210,6 +212,40 @@ def make_apt_repo(repo_dir: Path, debs: list[Path]) -> Path:
     release = _run(["apt-ftparchive", "release", "."], cwd=repo_dir).stdout
     (repo_dir / "Release").write_bytes(release)
     return repo_dir
+
+
+def rewrite_apt_index(repo_dir: Path, edit: Callable[[str], str]) -> None:
+    """Let an attacker rewrite a flat repository's Packages text (the files
+    stay as they are); Packages.gz and Release are made anew to match."""
+    packages = repo_dir / "Packages"
+    packages.write_text(edit(packages.read_text()))
+    _gzip_reproducibly(packages)
+    (repo_dir / "Release").write_bytes(_run(["apt-ftparchive", "release", "."], cwd=repo_dir).stdout)
+
+
+def rewrite_rpm_primary(repo_dir: Path, edit: Callable[[str], str]) -> None:
+    """Let an attacker rewrite an rpm repository's primary.xml (the rpms stay
+    as they are); repomd.xml's checksums and sizes are made to match, as a
+    compromised mirror would publish them."""
+    repomd = repo_dir / "repodata" / "repomd.xml"
+    text = repomd.read_text()
+    block = re.search(r'<data type="primary">.*?</data>', text, re.S)
+    assert block is not None, f"no primary data in {repomd}"
+    href = re.search(r'<location href="([^"]+)"', block.group(0))
+    assert href is not None
+    old_path = repo_dir / href.group(1)
+    xml = edit(gzip.decompress(old_path.read_bytes()).decode("utf-8")).encode("utf-8")
+    packed = gzip.compress(xml, mtime=0)
+    digest = hashlib.sha256(packed).hexdigest()
+    new_path = old_path.with_name(f"{digest}-primary.xml.gz")
+    old_path.unlink()
+    new_path.write_bytes(packed)
+    fields = {"checksum": digest, "open-checksum": hashlib.sha256(xml).hexdigest(),
+              "size": str(len(packed)), "open-size": str(len(xml))}
+    new_block = block.group(0).replace(href.group(1), f"repodata/{new_path.name}")
+    for tag, value in fields.items():
+        new_block = re.sub(rf"(<{tag}[^>]*>)[^<]*(</{tag}>)", rf"\g<1>{value}\g<2>", new_block)
+    repomd.write_text(text.replace(block.group(0), new_block))
 
 
 def make_rpm_repo(repo_dir: Path, rpms: list[Path]) -> Path:
