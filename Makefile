@@ -17,7 +17,7 @@ SYSTEM_PACKAGES := python3 python3-venv python3-pip python3-apt python3-dnf pyth
                    createrepo-c dpkg-dev apt-utils gnupg fakeroot ca-certificates
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test conformance demo bench check-config clean
+.PHONY: all deps venv test conformance demo bench clean
 
 all: test
 

@@ -283,10 +283,6 @@ def load_key_files(paths: Iterable[Path], where: str, policy_path: Path) -> list
     return out
 
 
-#: The old name; the tests and tools that load PEM files keep working.
-load_pem_keys = load_key_files
-
-
 def load_layout_keys(specs: Iterable[Any], where: str, policy_path: Path) -> list[TrustedKey]:
     """Keys out of in-toto layouts (``layout_keys``), by keyid.
 

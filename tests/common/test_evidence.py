@@ -1,4 +1,4 @@
-"""Signature checks in every supported format, and the compat verdicts."""
+"""Signature checks in every supported format (the real-world files: tests/conformance)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from rebuildgate.errors import (BadSignature, ConfigError, EvidenceError, MalformedEvidence, UnknownKey,
                                 UnsignedEvidence, UnsupportedEvidence)
-from rebuildgate.evidence import KeySet, load_gpg_keys, load_pem_keys, verify_document
+from rebuildgate.evidence import KeySet, load_gpg_keys, load_key_files, verify_document
 
 from tests.support.links import (make_link, rebuilderd_public_pem, sign_dsse, sign_legacy, sign_legacy_gpg,
                                  sign_rebuilderd, tamper)
@@ -23,7 +23,7 @@ CONTENT = b"the package"
 
 
 def keyset(name: str, *pems: Path) -> KeySet:
-    return KeySet(name, load_pem_keys(pems, f"rebuilder[0] ({name})", Path("policy.toml")))
+    return KeySet(name, load_key_files(pems, f"rebuilder[0] ({name})", Path("policy.toml")))
 
 
 def gpg_keyset(name: str, fingerprint: str, keyring: Path) -> KeySet:

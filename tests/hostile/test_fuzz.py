@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from securesystemslib.formats import encode_canonical
 
 from rebuildgate.errors import EvidenceError, FetchError, PackageError
-from rebuildgate.evidence import KeySet, load_gpg_keys, load_pem_keys, verify_document
+from rebuildgate.evidence import KeySet, load_gpg_keys, load_key_files, verify_document
 from rebuildgate.fetch import MAX_REBUILDERD_RECORDS, EvidenceSource, Transport
 from rebuildgate.model import Artifact
 from rebuildgate.pkginfo import read_package
@@ -80,7 +80,7 @@ def signed_bytes(raw: bytes) -> bytes | None:
 
 
 def _keyset(name: str, *pems: Path) -> KeySet:
-    return KeySet(name, load_pem_keys(pems, f"rebuilder[0] ({name})", Path("policy.toml")))
+    return KeySet(name, load_key_files(pems, f"rebuilder[0] ({name})", Path("policy.toml")))
 
 
 @pytest.fixture(scope="module")
