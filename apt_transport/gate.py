@@ -280,12 +280,16 @@ class Gate:
         if self.debugging:
             self.debug(f"{verdict.summary()} [file {path}]")
         if not verdict.allowed:
-            self._refuse(item, path, f"rebuildgate: {verdict.summary()}")
+            lost = getattr(verdict, "unlogged", None)
+            self._refuse(item, path, f"rebuildgate: {verdict.summary()}"
+                                     + (f" (decision log line not written: {lost})" if lost else ""))
             return
-        warning = f"rebuildgate: {verdict.summary()}" if verdict.relaxed_by and not verdict.accepted else None
+        warnings = [f"rebuildgate: {verdict.summary()}"] if verdict.relaxed_by and not verdict.accepted else []
+        if getattr(verdict, "unlogged", None):
+            warnings.append(f"rebuildgate: {_label(item)}: the decision log line was not written: {verdict.unlogged}")
         if not self._close(item):  # answered already (the other path, or a failure)
             return
-        if warning:
+        for warning in warnings:
             self.send_apt(protocol.compose(protocol.WARNING, "Warning", URI=item.uri, Message=warning))
         self.send_apt(done)
 

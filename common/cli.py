@@ -148,6 +148,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(one_line(v.summary(), 2000))
         if not v.allowed and status == EXIT_OK:
             status = EXIT_BLOCKED
+    unlogged = [v for v in verdicts if v.unlogged]
+    if unlogged:
+        print(f"rebuildgate: warning: {len(unlogged)} of {len(verdicts)} decision log line(s) were not written: "
+              f"{unlogged[0].unlogged}", file=sys.stderr)
     return status
 
 
@@ -196,7 +200,7 @@ def cmd_halt(args: argparse.Namespace) -> int:
     for st in sorted(watch.statements.values(), key=lambda s: s.id):
         covers = "everything" if st.everything else "; ".join(
             f"{k} {', '.join(v)}" for k, v in (("packages", st.packages), ("versions", st.versions),
-                                               ("repositories", st.repositories)) if v)
+                                               ("repositories", st.repositories), ("sha256", st.sha256)) if v)
         state = "lifted" if st.action == "lift" else "expired" if st.expired(now) else "IN FORCE"
         in_force += state == "IN FORCE"
         line = (f"halt {st.id} v{st.version}: {state}: {st.reason}; covers {covers or '-'}; signed by "
@@ -205,8 +209,12 @@ def cmd_halt(args: argparse.Namespace) -> int:
             o = overrides[st.id]
             line += f"; OVERRIDDEN by {o.get('by')} at {o.get('at')}: {o.get('reason')}"
         print(line)
-    for text in watch.rejected:
+    for text in watch.rejected + watch.dropped:
         print(f"not counted: {text}")
+    for text in watch.invalid:
+        print(f"INVALID STATE (every package is blocked): {text}")
+    if watch.unsaved:
+        print(f"UNSAVED: {watch.unsaved}: policy says {policy.halt.stale}")
     stale = watch.stale_for()
     if stale is not None:
         print(f"STALE: no feed refreshed within max_age ({policy.halt.max_age}s): policy says {policy.halt.stale}")

@@ -118,6 +118,7 @@ class Verdict:
     reason: str
     relaxed_by: str | None = None
     halts: tuple[HaltNotice, ...] = ()
+    unlogged: str | None = None  # why the decision log line of this verdict was lost, if it was
 
     @property
     def accepted(self) -> bool:
@@ -165,6 +166,7 @@ class Verdict:
             ],
             "relaxed_by": self.relaxed_by,
             "index_said": a.index_said,
+            "unlogged": self.unlogged,
             "reason": self.reason,
         }
 

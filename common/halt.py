@@ -67,6 +67,11 @@ FEED_TYPE = "rebuildgate-halt-feed"
 STATE_FILE = "halts.json"
 STALE_ID = "halt-feeds-stale"
 UNSAVED_ID = "halt-state-unsaved"
+INVALID_ID = "halt-state-invalid"
+#: Larger state files are refused unread (a real one holds a few hundred statements).
+MAX_STATE_BYTES = 32 * 1024 * 1024
+#: How far a stored time may lie ahead of the clock before it is not believed.
+CLOCK_SKEW = 300.0
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -299,6 +304,8 @@ class HaltWatch:
         self._refreshed = False
         self._failure: HaltError | None = None
         self.unsaved: str | None = None  # why what the feeds said could not be saved
+        self.invalid: list[str] = []  # stored statements that no longer verify: block everything
+        self.dropped: list[str] = []  # stored statements the policy no longer counts (reported)
         self.status: list[FeedStatus] = []
         self.statements: dict[str, Statement] = {}
         self.rejected: list[str] = []
@@ -308,6 +315,10 @@ class HaltWatch:
 
     def _load_state(self) -> dict[str, Any]:
         try:
+            size = self.path.stat().st_size
+            if size > MAX_STATE_BYTES:
+                raise HaltError(f"halt state {self.path} is {size} bytes (at most {MAX_STATE_BYTES}); "
+                                "fix or remove it")
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
             return {"feeds": {}, "statements": {}, "overrides": {}}
@@ -345,12 +356,7 @@ class HaltWatch:
                 self._failure = e
                 raise
             for ident, entry in self.state["statements"].items():
-                try:
-                    st = read_statement(entry["doc"].encode(), self.keysets, self.settings.threshold,
-                                        entry.get("origin", "state"))
-                except Exception:  # noqa: BLE001 - e.g. signers changed in the policy: no longer counts
-                    continue
-                merge(self.statements, st)
+                self._restore(str(ident), entry)
             saved_state = json.loads(json.dumps(self.state))
             saved_statements = dict(self.statements)
             changed = False
@@ -363,6 +369,44 @@ class HaltWatch:
                     self._unsaved(saved_state, saved_statements, f"cannot save halt state {self.path}: "
                                                                  f"{e.strerror or e}")
             self._refreshed = True
+
+    def _restore(self, ident: str, entry: Any) -> None:
+        """Take one stored statement back, or say why it no longer counts.
+
+        It was K-signed when it was stored.  If its signatures no longer
+        make K because the policy changed (a signer removed, K raised), that
+        is the admin's doing: it is dropped and reported.  Anything else (a
+        trusted signer's signature that does not verify, a damaged entry)
+        means the state file was tampered with or broken, and since what it
+        hid cannot be known, every package is blocked until it is mended.
+        """
+        try:
+            raw = entry["doc"].encode()
+            st = read_statement(raw, self.keysets, self.settings.threshold, entry.get("origin", "state"))
+        except BelowThreshold as e:
+            if self._forged(raw):
+                self.invalid.append(f"stored halt {ident}: a signature by a trusted signer does not verify")
+            else:
+                self.dropped.append(f"stored halt {ident} no longer counts under this policy "
+                                    f"(a signer was removed or K raised): {e}")
+                log.warning("rebuildgate: %s", self.dropped[-1])
+            return
+        except Exception as e:  # noqa: BLE001 - a damaged entry: what it held cannot be known
+            self.invalid.append(f"stored halt {ident}: {type(e).__name__}: {e}"[:300])
+            return
+        merge(self.statements, st)
+
+    def _forged(self, raw: bytes) -> bool:
+        """Whether a signature claims a key the policy trusts but does not verify with it."""
+        try:
+            _signed, sigs, data = parse_metablock(raw)
+        except EvidenceError:
+            return True
+        for sig in sigs:
+            for keyset in self.keysets:
+                if keyset.by_keyid(sig.keyid) and keyset.rebuilder not in signers_of([sig], data, [keyset]):
+                    return True
+        return False
 
     def _unsaved(self, saved_state: dict[str, Any], saved_statements: dict[str, Statement], why: str) -> None:
         """Fall back to what the state file holds, keeping only what blocks more.
@@ -415,9 +459,16 @@ class HaltWatch:
         return True
 
     def stale_for(self) -> float | None:
-        """Seconds since the last successful refresh of any feed, if over max_age."""
-        last = max((f.get("refreshed", 0) for f in self.state.get("feeds", {}).values()), default=0)
-        age = self._now().timestamp() - last
+        """Seconds since the last successful refresh of any feed, if over max_age.
+
+        A refresh time ahead of the clock (a run whose clock was wrong) is not
+        believed: it counts as never refreshed, so one bad clock cannot turn
+        the stale-feed protection off for later runs.
+        """
+        now = self._now().timestamp()
+        times = [f.get("refreshed", 0) for f in self.state.get("feeds", {}).values()]
+        last = max((t for t in times if isinstance(t, (int, float)) and t <= now + CLOCK_SKEW), default=0)
+        age = now - last
         return age if age > self.settings.max_age else None
 
     # -- the hook the Verifier calls ------------------------------------------
@@ -425,6 +476,10 @@ class HaltWatch:
     def __call__(self, artifact: Artifact) -> tuple[HaltNotice, ...]:
         self.refresh()
         found = notices(artifact, self.statements.values(), self.state.get("overrides", {}), self._now())
+        if self.invalid:
+            found += (HaltNotice(INVALID_ID, f"halt state {self.path} holds a statement that no longer verifies "
+                                 f"({self.invalid[0]}); what it hid cannot be known: mend or remove the file",
+                                 ("rebuildgate",)),)
         stale = self.stale_for()
         if self.unsaved is not None:
             why = f"{self.unsaved}, so what the halt feeds said cannot be relied on"

@@ -19,11 +19,12 @@ import os
 import threading
 import time
 from concurrent.futures import Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .decide import HaltNotice, Rule, Verdict, decide, failed
+from .decisionlog import DecisionLog
 from .errors import EvidenceError, EvidenceMissing, FetchError
 from .evidence import KeySet, load_keyset, verify_document
 from .fetch import EvidenceSource, make_transport
@@ -171,8 +172,9 @@ class Verifier:
 
             halts = HaltWatch(policy.halt, self.transport, policy.path)
         self._halts = halts
-        self._log_warned = False
-        self._log_file: Any = None
+        self._log = DecisionLog(policy.log or DEFAULT_LOG)
+        self._log_opened = False  # tried to open it (once: a log that cannot be opened is reported once)
+        self._log_error: str | None = None
         self._checked: dict[tuple[str, str, bytes], SignedLink | Problem] = {}
         self._log_lock = threading.Lock()
         self._closed = False
@@ -182,9 +184,7 @@ class Verifier:
         self._checkers.shutdown()
         with self._log_lock:
             self._closed = True  # a verdict concluded after this is not logged by a reopened file
-            if self._log_file is not None:
-                self._log_file.close()
-                self._log_file = None
+            self._log.close()
 
     def __enter__(self) -> "Verifier":
         return self
@@ -310,11 +310,19 @@ class Verifier:
         return outcome
 
     def _finish(self, verdict: Verdict) -> Verdict:
-        """Record the verdict; relaxations are always logged (stderr and file)."""
+        """Record the verdict; relaxations are always logged (stderr and file).
+
+        A verdict whose decision log line could not be written says so
+        (``unlogged``): front ends show it, since an admin relies on that log.
+        """
         if verdict.relaxed_by and not verdict.accepted:
             log.warning("rebuildgate: %s", verdict.summary())
-        self._write_log(verdict)
-        return verdict
+        lost = self._write_log(verdict)
+        return replace(verdict, unlogged=lost) if lost else verdict
+
+    @property
+    def lost_log_lines(self) -> int:
+        return self._log.lost
 
     def open_decision_log(self) -> str | None:
         """Open the decision log now (it is kept open); return why not, if it failed.
@@ -326,48 +334,38 @@ class Verifier:
             return self._open_log_locked()
 
     def _open_log_locked(self) -> str | None:
-        if self._log_file is None and not self._log_warned and not self._closed:
-            self._log_file, error = open_log(self.policy)
-            if error:
-                self._log_warned = True
-                return error
+        if not self._log_opened and not self._closed:
+            self._log_opened = True
+            self._log_error = self._log.open()
+            return self._log_error
         return None
 
-    def _write_log(self, verdict: Verdict) -> None:
+    def _write_log(self, verdict: Verdict) -> str | None:
+        """Append the verdict's line; why it was lost, if it was."""
+        expected = bool(self.policy.log) or os.geteuid() == 0  # a user's `apt-get -s` has no log to lose
         with self._log_lock:
             error = self._open_log_locked()
-            if error and (self.policy.log or os.geteuid() == 0):
-                log.warning("rebuildgate: %s", error)
-            if self._log_file is not None:
-                try:
-                    self._log_file.write(log_line(verdict.to_json()))
-                    self._log_file.flush()
-                except OSError as e:
-                    log.warning("rebuildgate: cannot write decision log: %s", e.strerror or e)
-                    self._log_file = None
-                    self._log_warned = True
-
-
-def open_log(policy: Policy) -> tuple[Any, str | None]:
-    """The decision log, opened for appending (once per process), or why not."""
-    path = policy.log or DEFAULT_LOG
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return open(path, "a", encoding="utf-8"), None
-    except OSError as e:
-        return None, f"cannot write decision log {path}: {e.strerror or e}"
-
-
-def log_line(entry: dict) -> str:
-    line = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **entry}
-    return json.dumps(line, sort_keys=True) + "\n"
+            if error and expected:
+                log.warning("rebuildgate: %s", error)  # once: the open is tried once
+            if self._closed:
+                return None  # concluded after close(): not this process's log any more
+        if self._log_error:
+            return self._log_error if expected else None
+        lost = self._log.append(verdict.to_json())
+        if lost:
+            log.warning("rebuildgate: %s", lost)
+        return lost
 
 
 def append_log(policy: Policy, entry: dict) -> str | None:
     """Append one JSON line to the decision log; return why it failed, if it did."""
-    f, error = open_log(policy)
-    if f is None:
+    decisions = DecisionLog(policy.log or DEFAULT_LOG)
+    error = decisions.open()
+    if error:
         return error
-    with f:
-        f.write(log_line(entry))
-    return None
+    try:
+        return decisions.append(entry)
+    finally:
+        decisions.close()
+
+

@@ -324,6 +324,10 @@ class Gate:
                notes: dict[tuple[str, str | None], str] | None = None) -> None:
         blocked = [v for v in verdicts if not v.allowed]
         relaxed = [v for v in verdicts if v.allowed and not v.accepted]
+        unlogged = [v for v in verdicts if v.unlogged]
+        if unlogged:
+            log.warning("rebuildgate: %d of %d decision log line(s) were not written: %s", len(unlogged),
+                        len(verdicts), unlogged[0].unlogged)
         if relaxed:
             log.warning("rebuildgate: %d package(s) do not meet the policy but are let through "
                         "(%s); decision log: %s", len(relaxed),

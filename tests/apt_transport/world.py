@@ -137,12 +137,13 @@ class World:
     def policy(self, rebuilders: Sequence[FakeRebuilder], threshold: int, *, max_conflicts: int = 0,
                mode: str = "enforce", fetch: Mapping[str, object] | None = None,
                urls: Mapping[str, str] | None = None, name: str = "policy.toml",
-               tables: Mapping[str, dict] | None = None, arrays: Mapping[str, Sequence[dict]] | None = None) -> Path:
+               tables: Mapping[str, dict] | None = None, arrays: Mapping[str, Sequence[dict]] | None = None,
+               log: Path | None = None) -> Path:
         """Write a policy (mode 0600: only root may read it, before the method drops privileges);
         *tables* / *arrays* add sections such as ``[halt]`` or ``[[allow]]``."""
         entries = [RebuilderEntry(rb.name, (urls or {}).get(rb.name, rb.url), [rb.key.public_pem])
                    for rb in rebuilders]
-        path = write_policy(self.base / name, entries, threshold=threshold, log=self.log,
+        path = write_policy(self.base / name, entries, threshold=threshold, log=log or self.log,
                             fetch={"read_timeout": 3.0, "deadline": 8.0, **(fetch or {})},
                             max_conflicts=max_conflicts, mode=mode, tables=dict(tables or {}),
                             arrays=dict(arrays or {}))

@@ -405,3 +405,61 @@ def test_cli_signs_a_halt_for_exact_digests(team, tmp_path) -> None:
     assert json.loads(out.read_text())["signed"]["sha256"] == [ART.sha256]
     r = subprocess.run([*args, "--sha256", "xyz"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "is not 64 hex digits" in r.stderr
+
+
+def test_a_stored_halt_that_no_longer_verifies_blocks_everything(team) -> None:
+    team.publish(team.statement("alice", "bob", packages=["other"]))
+    team.verdict()  # stored
+    path = team.policy.halt.state_dir / halt.STATE_FILE
+    state = json.loads(path.read_text())
+    doc = json.loads(state["statements"]["H-1"]["doc"])
+    doc["signed"]["packages"] = ["nothing-at-all"]  # narrowed on disk, signatures kept
+    state["statements"]["H-1"]["doc"] = json.dumps(doc)
+    path.write_text(json.dumps(state))
+    team.publish()  # the feed no longer lists it
+    v = team.verdict()
+    assert not v.allowed and "halted by halt-state-invalid" in v.reason
+    assert "a signature by a trusted signer does not verify" in v.reason
+    r = subprocess.run([sys.executable, "-m", "rebuildgate.cli", "halt", "status", "--policy", str(team.policy_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert "INVALID STATE (every package is blocked): stored halt H-1" in r.stdout
+
+
+def test_a_stored_halt_whose_signer_left_the_policy_is_dropped_and_reported(tmp_path, tmp_keys, caplog) -> None:
+    t = Team(tmp_path)
+    t.publish(t.statement("alice", "bob", packages=["hello"]))
+    assert not t.verdict().allowed
+    t.publish()  # the feed drops it: only the stored copy remains
+    text = t.policy_path.read_text()
+    bob = text.index('name = "bob"')
+    t.policy_path.write_text(text[:text.rindex("[[halt.signer]]", 0, bob)] + text[text.index("[[", bob):]
+                             if "[[" in text[bob:] else text[:text.rindex("[[halt.signer]]", 0, bob)])
+    t.policy = load_policy(t.policy_path)
+    assert [s.name for s in t.policy.halt.signers] == ["alice", "carol"]
+    with caplog.at_level("WARNING"):
+        v = t.verdict()
+    assert v.allowed and "stored halt H-1 no longer counts under this policy" in caplog.text
+
+
+def test_a_refresh_time_in_the_future_is_not_believed(tmp_path, tmp_keys) -> None:
+    """One run with the clock 20 days ahead must not switch stale-feed protection off."""
+    t = Team(tmp_path, max_age=3600)
+    t.publish()
+    ahead = NOW + dt.timedelta(days=20)
+    with Verifier(t.policy) as v:
+        v._halts._now = lambda: ahead  # the bad clock saves a refresh time 20 days ahead
+        assert v.verify_many([ART])[0].allowed
+    t.feed.unlink()  # the feed disappears
+    v = t.verdict()
+    assert not v.allowed and "halted by halt-feeds-stale" in v.reason
+
+
+def test_an_oversized_state_file_is_refused_unread(team, monkeypatch) -> None:
+    team.publish()
+    state = team.policy.halt.state_dir
+    state.mkdir(exist_ok=True)
+    (state / halt.STATE_FILE).write_text(json.dumps({"feeds": {}, "statements": {}, "overrides": {},
+                                                     "pad": "x" * 2048}))
+    monkeypatch.setattr(halt, "MAX_STATE_BYTES", 1024)
+    v = team.verdict()
+    assert not v.allowed and "bytes (at most 1024)" in v.reason
