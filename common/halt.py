@@ -8,8 +8,10 @@ rules (modelled on TUF's treatment of trust files):
   ``action`` (``halt`` or ``lift``), a ``version`` (integer), a ``reason``,
   ``issued`` and ``expires`` times, and what it covers: ``all = true`` or any
   of ``packages`` / ``versions`` / ``repositories`` (fnmatch patterns; a
-  package pattern matches the binary or the source name; every given field
-  must match).
+  package pattern matches the binary or the source name; a repository
+  pattern matches the repository id of :mod:`rebuildgate.repoid`, or what a
+  pattern written in another form, ``https://host/path/*``, names; every
+  given field must match).
 * A statement counts only when at least K **distinct** halt signers (distinct
   people and distinct keys) signed it.  Forged, duplicated and unknown-key
   signatures do not count.  Lifting needs K signatures too: a lift is a
@@ -46,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import repoid
 from .decide import HaltNotice
 from .errors import EvidenceError, MalformedEvidence, RebuildgateError
 from .evidence import KeySet, load_keyset, parse_metablock, signers_of
@@ -147,9 +150,18 @@ class Statement:
             return False
         if self.versions and not any(fnmatch.fnmatchcase(artifact.version or "", p) for p in self.versions):
             return False
-        if self.repositories and not any(fnmatch.fnmatchcase(artifact.repo or "", p) for p in self.repositories):
+        if self.repositories and not repoid.matches_intended(artifact.repo, self.repositories):
             return False
         return True
+
+    def pattern_findings(self) -> list[repoid.Finding]:
+        """Repository patterns that no repository id can match as written.
+
+        They still halt what they were meant to (:meth:`matches` reads them
+        as :func:`rebuildgate.repoid.intended` says), but ``halt status``
+        and ``check-config`` name them so their signers fix them.
+        """
+        return repoid.check_patterns(self.repositories)
 
 
 def _signed_by(raw: bytes, kind: str, signers: list[KeySet], threshold: int, what: str) -> tuple[dict, tuple[str, ...]]:
@@ -305,19 +317,24 @@ class HaltWatch:
 
     # -- refresh ---------------------------------------------------------------
 
+    def load_saved(self) -> None:
+        """Only what the state file remembers, without reading any feed
+        (``check-config`` shows halts this way: it must not wait on the network)."""
+        self.state = self._load_state()
+        for ident, entry in self.state["statements"].items():
+            try:
+                st = read_statement(entry["doc"].encode(), self.keysets, self.settings.threshold,
+                                    entry.get("origin", "state"))
+            except Exception:  # noqa: BLE001 - e.g. signers changed in the policy: no longer counts
+                continue
+            merge(self.statements, st)
+
     def refresh(self) -> None:
         """Load state, read every feed, remember what counts; once per process."""
         with self._lock:
             if self._refreshed:
                 return
-            self.state = self._load_state()
-            for ident, entry in self.state["statements"].items():
-                try:
-                    st = read_statement(entry["doc"].encode(), self.keysets, self.settings.threshold,
-                                        entry.get("origin", "state"))
-                except Exception:  # noqa: BLE001 - e.g. signers changed in the policy: no longer counts
-                    continue
-                merge(self.statements, st)
+            self.load_saved()
             changed = False
             for url in self.settings.feeds:
                 changed |= self._refresh_feed(url)

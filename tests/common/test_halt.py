@@ -25,7 +25,7 @@ NOW = dt.datetime.now(dt.timezone.utc)
 CONTENT = b"the package"
 FILE = "hello_1.0-1_all.deb"
 ART = Artifact(FILE, digests(CONTENT)["sha256"], name="hello", source="hello-src", version="1.0-1", arch="all",
-               repo="deb.example/debian/pool/main/h/hello/hello_1.0-1_all.deb")
+               repo="deb.example/debian")
 
 
 class Team(HaltTeam):
@@ -186,7 +186,12 @@ def test_override_lets_exactly_that_halt_through(team) -> None:
     ({"packages": ["hello"], "versions": ["1.0-*"]}, True),
     ({"packages": ["hello"], "versions": ["2.*"]}, False),
     ({"repositories": ["deb.example/*"]}, True),
+    ({"repositories": ["deb.example/debian"]}, True),
     ({"repositories": ["other/*"]}, False),
+    # signed in a form no repository id has: read as what it names (a brake that misses is worse)
+    ({"repositories": ["deb.example/debian/*"]}, True),
+    ({"repositories": ["https://deb.example/debian/"]}, True),
+    ({"repositories": ["https://other.example/debian/"]}, False),
 ])
 def test_what_a_halt_covers(team, match, covered) -> None:
     team.publish(team.statement("alice", "bob", **match))
