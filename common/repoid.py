@@ -176,7 +176,16 @@ class Finding:
         return text + (f" ({FORM})" if self.error else "")
 
 
+def _archive_root(pattern: str) -> str:
+    """``host/debian/dists/bookworm`` -> ``host/debian``: where an apt id stops."""
+    found = _INSIDE_ARCHIVE.search(pattern)
+    return pattern[:found.start()] if found and found.start() > 0 else pattern
+
+
 def _suggest(pattern: str) -> tuple[str, ...]:
+    root = _archive_root(pattern)
+    if root != pattern:
+        return (repr(intended(root)[0]),)
     fixed = intended(pattern)
     if len(fixed) == 2:
         plain, below = fixed
@@ -205,7 +214,8 @@ def check_pattern(pattern: str, others: Sequence[str] = ()) -> Finding | None:
         return None
     if _INSIDE_ARCHIVE.search(pattern):
         return Finding(pattern, False, "names a path inside an archive (dists/, pool/); an apt repository id "
-                       "stops at the archive root, so it only matches a sources.list URI that deep")
+                       "stops at the archive root, so it only matches a sources.list URI that deep",
+                       _suggest(pattern))
     return None
 
 

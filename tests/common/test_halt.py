@@ -287,6 +287,34 @@ def test_cli_halt_errors(team, tmp_path) -> None:
     assert r.returncode == 2 and "say what the halt covers" in r.stderr
 
 
+def test_halt_sign_refuses_a_repository_pattern_no_id_matches(team, tmp_path) -> None:
+    """A halt signed so would stop nothing from the repository it names, as written."""
+    sign = ["halt", "sign", "--key", str(team.keys["alice"].private_pem), "--id", "H", "--version", "1",
+            "--reason", "r", "--expires", "2030-01-01", "-o", str(tmp_path / "x.json")]
+    r = run(*sign, "--repository", "127.0.0.1:18080/*")
+    assert r.returncode == 2 and not (tmp_path / "x.json").exists()
+    (line,) = r.stderr.strip().splitlines()
+    assert "--repository pattern '127.0.0.1:18080/*' misses the repository '127.0.0.1:18080' itself" in line
+    assert "did you mean '127.0.0.1:18080'" in line
+    r = run(*sign, "--repository", "https://deb.debian.org/debian/")
+    assert r.returncode == 2 and "is a URI" in r.stderr and "did you mean 'deb.debian.org/debian'" in r.stderr
+    r = run(*sign, "--repository", "127.0.0.1:18080", "--repository", "127.0.0.1:18080/*")
+    assert r.returncode == 0, r.stderr
+
+
+def test_halt_status_and_check_config_name_a_signed_pattern_no_id_matches(team) -> None:
+    """Signed elsewhere (not with `halt sign`): it halts what it names, and both commands say so."""
+    team.publish(team.statement("alice", "bob", repositories=["deb.example/debian/*"]))
+    assert not team.verdict().allowed  # ART comes from deb.example/debian
+    r = run("halt", "status", "--policy", str(team.policy_path))
+    assert r.returncode == 0 and "halt H-1 v1: IN FORCE" in r.stdout
+    assert ("warning: halt H-1: repository pattern 'deb.example/debian/*' misses the repository "
+            "'deb.example/debian' itself") in r.stdout
+    assert "it is read as 'deb.example/debian', 'deb.example/debian/*'" in r.stdout
+    r = run("check-config", "--policy", str(team.policy_path))  # from the state `halt status` saved
+    assert r.returncode == 0 and "warning: halt H-1 v1 (saved in " in r.stdout and "'deb.example/debian/*'" in r.stdout
+
+
 @pytest.mark.parametrize("expires", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "soon", 5])
 def test_unsigned_feed_with_crafted_dates_cannot_lift_a_halt(tmp_path, expires) -> None:
     """Nothing in an unauthenticated feed is parsed before its signatures:

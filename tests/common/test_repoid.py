@@ -45,6 +45,7 @@ def test_normalize_turns_what_a_person_types_into_the_id(text, expected) -> None
     ("deb.debian.org/debian/", "ends with '/'", "'deb.debian.org/debian'"),
     ("deb.debian.org/debian ", "whitespace", "'deb.debian.org/debian'"),
     ("my repo", "whitespace", "'myrepo'"),
+    ("deb.debian.org/debian/dists/*", "itself", "'deb.debian.org/debian'"),
 ])
 def test_patterns_no_id_can_match_are_errors_with_a_suggestion(pattern, fragment, suggestion) -> None:
     [finding] = repoid.check_patterns([pattern])
@@ -70,6 +71,7 @@ def test_below_root_pattern_passes_when_an_earlier_pattern_names_the_root() -> N
 def test_a_path_inside_an_archive_is_a_warning() -> None:
     [finding] = repoid.check_patterns(["deb.debian.org/debian/dists/bookworm"])
     assert not finding.error and "inside an archive" in finding.message()
+    assert "did you mean 'deb.debian.org/debian'?" in finding.message()
 
 
 @pytest.mark.parametrize("pattern,repo_id", [
