@@ -66,8 +66,11 @@ def saved_halts(policy: Policy) -> SavedHalts | None:
     stale = watch.stale_for()
     why = None
     if stale is not None:
-        why = (f"no halt feed refreshed for {int(stale)}s (max_age {policy.halt.max_age}s): policy says "
-               f"{policy.halt.stale}" + (" every package" if policy.halt.stale == "block" else ""))
+        never = not any(f.get("refreshed") for f in watch.state.get("feeds", {}).values())
+        why = ("no halt feed has ever been read" if never else
+               f"no halt feed refreshed for {int(stale)}s (max_age {policy.halt.max_age}s)")
+        why += (": every package is blocked until one is" if policy.halt.stale == "block" else
+                ": policy says warn")
     return SavedHalts(str(watch.path), tuple(watch.statements.values()), dict(watch.state.get("overrides", {})),
                       watch._now(), why)
 

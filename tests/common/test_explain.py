@@ -59,12 +59,15 @@ def test_halts_come_from_the_saved_state_without_fetching(tmp_path) -> None:
     team.publish(team.statement("alice", "bob", repositories=["127.0.0.1:18080/*"]),
                  team.statement("alice", "bob", ident="H-2", packages=["openssl"]),
                  team.statement("alice", "bob", ident="H-3", repositories=["deb.debian.org/debian"]))
-    assert saved_halts(policy).statements == ()
+    before = saved_halts(policy)
+    assert before.statements == ()
+    assert before.stale == "no halt feed has ever been read: every package is blocked until one is"
     from rebuildgate.fetch import make_transport
 
     HaltWatch(policy.halt, make_transport(policy.fetch), policy.path).refresh()  # an install saved them
     team.feed.unlink()  # explaining never reads the feed
     halts = saved_halts(policy)
+    assert halts.stale is None
     flat = text_of(policy, "127.0.0.1:18080", halts)
     assert f"from the saved state {policy.halt.state_dir / 'halts.json'}" in flat
     assert "halt H-1 v1 stops every package from here" in flat  # the pattern is read as what it names
