@@ -71,11 +71,6 @@ def test_halt_naming_a_flat_repository_as_host_slash_star_stops_apt(world: World
     host = repo.server.url.removeprefix("http://")
     team.publish(team.statement("alice", "bob", repositories=[f"{host}/*"]))
 
-    status = run_command([sys.executable, "-m", "rebuildgate.cli", "halt", "status", "--policy", str(policy)],
-                         None, 60)
-    assert status.returncode == 0 and "halt H-1 v1: IN FORCE" in status.output
-    assert f"repository pattern '{host}/*' misses the repository '{host}' itself" in status.output
-
     apt.sources([flat_source(repo.http, "rebuildgate+")])
     opts = {"Rebuildgate::Policy": str(policy)}
     assert apt.update(options=opts).returncode == 0
@@ -84,3 +79,8 @@ def test_halt_naming_a_flat_repository_as_host_slash_star_stops_apt(world: World
     [line] = [x for x in result.output.splitlines() if x.startswith("E: Failed to fetch") and "/hello_" in x]
     assert "halted by H-1 (reason for H-1; signed by alice, bob)" in line
     assert apt.downloaded() == []
+
+    status = run_command([sys.executable, "-m", "rebuildgate.cli", "halt", "status", "--policy", str(policy)],
+                         None, 60)
+    assert status.returncode == 0 and "halt H-1 v1: IN FORCE" in status.output
+    assert f"repository pattern '{host}/*' misses the repository '{host}' itself" in status.output
