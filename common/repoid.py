@@ -38,7 +38,6 @@ import posixpath
 import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 #: The prefix apt's sources.list gives the URIs rebuildgate's method handles.
 APT_PREFIX = "rebuildgate+"
@@ -47,7 +46,8 @@ DNF_COMMANDLINE = "@commandline"
 #: The id form in one clause, for messages (which must stay one short line).
 FORM = "an id is apt's sources.list URI without scheme or trailing slash, or dnf's repo id"
 
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+_URI = re.compile(_SCHEME.pattern + "/")
 _INSIDE_ARCHIVE = re.compile(r"(^|/)(dists|pool)(/|$)")
 _WILDCARDS = "*?["
 
@@ -58,12 +58,18 @@ def apt_repo_id(uri: str) -> str:
     ``rebuildgate+https://user:pw@deb.debian.org/debian/`` -> ``deb.debian.org/debian``;
     ``rebuildgate+file:///srv/repo/`` -> ``/srv/repo``.  Credentials are
     dropped so that they never reach a pattern, a message or the decision log.
+    Split by hand, not with urllib: any text gives an id, never an exception
+    (``http://[x`` is a ValueError to urlsplit, and patterns are anybody's text).
     """
-    parts = urlsplit(uri.strip())
-    host = parts.netloc.rpartition("@")[2]
-    if not host:  # file:, or anything else without an authority: the path is the id
-        return parts.path.rstrip("/") or "/"
-    return (host + parts.path).rstrip("/")
+    text = uri.strip()
+    scheme = _SCHEME.match(text)
+    rest = text[scheme.end():] if scheme else text
+    rest = rest.split("#", 1)[0].split("?", 1)[0]
+    if rest.startswith("//"):
+        authority, slash, path = rest[2:].partition("/")
+        host = authority.rpartition("@")[2]
+        rest = host + slash + path if host else "/" + path  # file:///srv: no authority, the path is the id
+    return rest.rstrip("/") or "/"
 
 
 def apt_repo_id_from_file_uri(uri: str) -> str:
@@ -72,13 +78,12 @@ def apt_repo_id_from_file_uri(uri: str) -> str:
     The archive root is the part of the file's URI before ``/pool/``, or the
     file's directory for a flat repository (``URI/./name.deb``).
     """
-    parts = urlsplit(uri.strip())
-    path = parts.path
-    cut = path.find("/pool/")
-    root = path[:cut] if cut >= 0 else posixpath.dirname(path)
+    full = apt_repo_id(uri)
+    cut = full.find("/pool/")
+    root = full[:cut] if cut >= 0 else posixpath.dirname(full)
     while root.endswith("/."):
         root = root[:-2]
-    return apt_repo_id(urlunsplit((parts.scheme, parts.netloc, root, "", "")))
+    return root or "/"
 
 
 def dnf_repo_id(reponame: str) -> str:

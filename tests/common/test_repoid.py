@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from rebuildgate import repoid
 
 
@@ -93,3 +96,15 @@ def test_halts_match_what_their_pattern_was_meant_to_name(pattern, repo_id) -> N
 ])
 def test_covers(earlier, later, covered) -> None:
     assert repoid.covers(earlier, later) is covered
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(list("ab:/.*?[]!@+ \t#%") + ["http://", "rebuildgate+", "/*", "//"]),
+                max_size=12).map("".join))
+def test_any_text_gives_an_id_and_a_verdict_never_an_exception(text) -> None:
+    """Patterns come from a policy or a signed halt, sources lines from a person: never a traceback."""
+    assert repoid.apt_repo_id(text) and repoid.normalize(text) is not None
+    assert repoid.intended(text)
+    for finding in repoid.check_patterns([text]):
+        assert "\n" not in finding.message()
+    repoid.matches_intended("deb.debian.org/debian", [text])
