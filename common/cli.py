@@ -165,7 +165,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from . import explain
     from .evidence import load_keyset
-    from .repoid import intended
 
     policy = load_policy(args.policy)
     keys = {rb.name: load_keyset(rb, i, policy.path).describe() for i, rb in enumerate(policy.rebuilders)}
@@ -180,18 +179,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for text in policy.warnings:
         print(f"warning: {text}")
     for st in sorted(halts.statements if halts else (), key=lambda s: s.id):
-        for finding in st.pattern_findings():
-            print(f"warning: halt {st.id} v{st.version} (saved in {halts.path}): repository {finding.message()}; "
-                  f"it is read as {', '.join(map(repr, intended(finding.pattern)))}")
+        for text in _halt_pattern_warnings(st):
+            print(f"warning: {text} (saved in {halts.path})")
     if halts and halts.problem:
         print(f"warning: {halts.problem}")
     print("policy OK")
     return EXIT_OK
 
 
+def _halt_pattern_warnings(statement) -> list[str]:
+    """What is wrong with a signed halt's repository patterns, and how they are read meanwhile."""
+    from .repoid import intended
+
+    return [f"halt {statement.id} v{statement.version}: repository {finding.message()}; it is read as "
+            f"{', '.join(map(repr, intended(finding.pattern)))}" for finding in statement.pattern_findings()]
+
+
 def cmd_halt(args: argparse.Namespace) -> int:
     from . import halt
-    from .repoid import intended
 
     sub = args.halt_command
     if sub in ("sign", "lift", "cosign", "feed"):
@@ -233,9 +238,8 @@ def cmd_halt(args: argparse.Namespace) -> int:
             o = overrides[st.id]
             line += f"; OVERRIDDEN by {o.get('by')} at {o.get('at')}: {o.get('reason')}"
         print(line)
-        for finding in st.pattern_findings():
-            print(f"  warning: halt {st.id}: repository {finding.message()}; it is read as "
-                  f"{', '.join(map(repr, intended(finding.pattern)))}")
+        for text in _halt_pattern_warnings(st):
+            print(f"  warning: {text}")
     for text in watch.rejected:
         print(f"not counted: {text}")
     stale = watch.stale_for()
