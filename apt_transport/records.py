@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from rebuildgate.model import Artifact
+from rebuildgate.repoid import apt_repo_id, apt_repo_id_from_file_uri
 
 from . import protocol
 
@@ -49,14 +50,6 @@ def parse_archive_name(basename: str) -> PackageId | None:
 def uri_basename(uri: str) -> str:
     """The file name a URI ends in, %-escapes decoded (the pool name)."""
     return unquote(posixpath.basename(urlsplit(uri).path))
-
-
-def strip_scheme(uri: str) -> str:
-    """``rebuildgate+http://host/path/`` -> ``host/path`` (policy repo match)."""
-    parts = urlsplit(uri)
-    if parts.scheme == "file" or not parts.netloc:
-        return parts.path.rstrip("/") or "/"
-    return (parts.netloc + parts.path).rstrip("/")
 
 
 def is_package(uri: str, filename: str, archives_dir: str) -> bool:
@@ -141,7 +134,7 @@ def make_artifact(uri: str, filename: str, repo_uri: str | None, sha256: str, sh
 
     ``filename`` is the pool name (no epoch), the name rebuilders list in
     their products; ``version`` keeps the epoch; ``repo`` is the repository
-    apt was told about, without ``rebuildgate+`` and scheme.
+    id (:mod:`rebuildgate.repoid`) of *repo_uri*, apt's ``Target-Repo-URI``.
     """
     pool_name = uri_basename(uri)
     pkg = parse_archive_name(posixpath.basename(filename)) or parse_archive_name(pool_name)
@@ -150,5 +143,6 @@ def make_artifact(uri: str, filename: str, repo_uri: str | None, sha256: str, sh
         name, version, arch = pkg.name, pkg.version, pkg.arch
         found = records.lookup(pkg, sha256) if records is not None else None
         source, arch = found if found else (name, arch)
+    repo_id = apt_repo_id(repo_uri) if repo_uri else apt_repo_id_from_file_uri(uri)
     return Artifact(filename=pool_name, sha256=sha256.lower(), name=name, source=source, version=version,
-                    arch=arch, repo=strip_scheme(repo_uri or uri), sha512=sha512.lower() if sha512 else None)
+                    arch=arch, repo=repo_id, sha512=sha512.lower() if sha512 else None)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import ConfigError, PackageError, RebuildgateError, one_line
+from .errors import ConfigError, PackageError, PatternError, RebuildgateError, one_line
 from .model import Artifact
 from .pkginfo import read_package
 from .policy import load_policy
@@ -47,10 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--source", help="source package name (locates evidence)")
     v.add_argument("--version", help="version, with epoch if any")
     v.add_argument("--arch")
-    v.add_argument("--repo", help="repository the artifact comes from (matches [[repository]] rules)")
+    v.add_argument("--repo", help="repository id the artifact comes from, as apt or dnf gives it "
+                   "(matches [[repository]] rules; a URI is turned into its id)")
 
     c = sub.add_parser("check-config", help="validate the policy and say what it means")
     c.add_argument("--policy")
+    c.add_argument("--explain", action="append", default=[], metavar="SOURCE",
+                   help="a sources.list entry ('deb URI suite ...'), a deb822 stanza or a repository id: "
+                   "say which rule, rebuilders and halts apply to it")
 
     h = sub.add_parser("halt", help="halt flags: status, admin overrides, and tools for halt signers")
     hs = h.add_subparsers(dest="halt_command", required=True, parser_class=_Parser)
@@ -76,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--all", action="store_true", help="halt every package")
             sp.add_argument("--package", action="append", default=[], help="fnmatch on binary or source name")
             sp.add_argument("--package-version", action="append", default=[], help="fnmatch on the version")
-            sp.add_argument("--repository", action="append", default=[], help="fnmatch on the repository")
+            sp.add_argument("--repository", action="append", default=[],
+                            help="fnmatch on the repository id ('deb.debian.org/debian', a dnf repo id)")
             sp.add_argument("--sha256", action="append", default=[], metavar="HEX",
                             help="exact sha256 of a package file")
     cs = hs.add_parser("cosign", help="add your signature to a statement or feed file, in place")
@@ -110,7 +115,15 @@ def _artifact_from_args(args: argparse.Namespace) -> Artifact:
     return Artifact(
         filename=name, sha256=args.sha256.lower(), sha512=(args.sha512 or "").lower() or None,
         name=args.name or guessed.get("name"), source=args.source or args.name or guessed.get("name"),
-        version=args.version or guessed.get("version"), arch=args.arch or guessed.get("arch"), repo=args.repo)
+        version=args.version or guessed.get("version"), arch=args.arch or guessed.get("arch"),
+        repo=_repo(args.repo))
+
+
+def _repo(text: str | None) -> str | None:
+    """``--repo``: the repository id (a URI copied from sources.list becomes its id)."""
+    from .repoid import normalize
+
+    return normalize(text) if text else None
 
 
 def _guess_from_filename(name: str) -> dict[str, str]:
@@ -134,7 +147,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         artifacts.append(_artifact_from_args(args))
     for path in args.files:
         try:
-            artifacts.append(read_package(path, args.repo))
+            artifacts.append(read_package(path, _repo(args.repo)))
         except PackageError as e:
             print(f"rebuildgate: {e}", file=sys.stderr)
             status = EXIT_ERROR
@@ -156,14 +169,36 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from . import explain
     from .evidence import load_keyset
 
     policy = load_policy(args.policy)
     keys = {rb.name: load_keyset(rb, i, policy.path).describe() for i, rb in enumerate(policy.rebuilders)}
-    for line in policy.describe(keys):
-        print(line)
+    subjects = [s for text in args.explain for s in explain.subjects(text)]
+    halts = explain.saved_halts(policy)
+    if not subjects:
+        for line in policy.describe(keys):
+            print(line)
+    for subject in subjects:
+        for line in explain.explain(policy, subject, halts):
+            print(line)
+    for text in policy.warnings:
+        print(f"warning: {text}")
+    for st in sorted(halts.statements if halts else (), key=lambda s: s.id):
+        for text in _halt_pattern_warnings(st):
+            print(f"warning: {text} (saved in {halts.path})")
+    if halts and halts.problem:
+        print(f"warning: {halts.problem}")
     print("policy OK")
     return EXIT_OK
+
+
+def _halt_pattern_warnings(statement) -> list[str]:
+    """What is wrong with a signed halt's repository patterns, and how they are read meanwhile."""
+    from .repoid import intended
+
+    return [f"halt {statement.id} v{statement.version}: repository {finding.message()}; it is read as "
+            f"{', '.join(map(repr, intended(finding.pattern)))}" for finding in statement.pattern_findings()]
 
 
 def cmd_halt(args: argparse.Namespace) -> int:
@@ -209,6 +244,8 @@ def cmd_halt(args: argparse.Namespace) -> int:
             o = overrides[st.id]
             line += f"; OVERRIDDEN by {o.get('by')} at {o.get('at')}: {o.get('reason')}"
         print(line)
+        for text in _halt_pattern_warnings(st):
+            print(f"  warning: {text}")
     for text in watch.rejected + watch.dropped:
         print(f"not counted: {text}")
     for text in watch.invalid:
@@ -251,12 +288,24 @@ def _halt_tool(args: argparse.Namespace, halt) -> int:
         if args.halt_command == "sign" and not (everything or packages or versions or repositories or digests):
             raise PackageError("say what the halt covers: --all, --package, --package-version, --repository "
                                "or --sha256")
+        _check_halt_repositories(repositories)
         payload = halt.statement_payload(args.id, "halt" if args.halt_command == "sign" else "lift", args.version,
                                          args.reason, expires, packages, versions, repositories, everything,
                                          sha256=digests)
     args.output.write_bytes(halt.sign_document(payload, signer))
     print(f"wrote {args.output}")
     return EXIT_OK
+
+
+def _check_halt_repositories(patterns: list[str]) -> None:
+    """A halt that names its repository in a form no id has would halt nothing
+    as written: refuse to sign it (readers would repair it, but say so here)."""
+    from .repoid import check_patterns
+
+    for finding in check_patterns(patterns):
+        if finding.error:
+            raise PatternError(f"--repository {finding.message()}")
+        print(f"rebuildgate: warning: --repository {finding.message()}", file=sys.stderr)
 
 
 def _log_event(policy, entry: dict) -> None:

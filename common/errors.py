@@ -45,6 +45,11 @@ class ConfigError(RebuildgateError):
         super().__init__(where + problem)
 
 
+class PatternError(RebuildgateError):
+    """A repository pattern given on the command line can never match a
+    repository id (``halt sign --repository``); the command exits 2."""
+
+
 class EvidenceError(RebuildgateError):
     """A rebuilder's document cannot count as a vote.
 

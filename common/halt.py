@@ -9,9 +9,12 @@ rules (modelled on TUF's treatment of trust files):
   ``issued`` and ``expires`` times, and what it covers: ``all = true`` or any
   of ``packages`` / ``versions`` / ``repositories`` (fnmatch patterns; a
   package pattern matches the binary or the source name; a version pattern
-  matches the version with or without its epoch) / ``sha256`` (exact file
-  digests); every given field must match.  Names and versions are the
-  package file's own whenever the file is at hand, never only the index's.
+  matches the version with or without its epoch; a repository pattern
+  matches the repository id of :mod:`rebuildgate.repoid`, or what a pattern
+  written in another form, ``https://host/path/*``, names) / ``sha256``
+  (exact file digests); every given field must match.  Names and versions
+  are the package file's own whenever the file is at hand, never only the
+  index's.
 * A statement counts only when at least K **distinct** halt signers (distinct
   people and distinct keys) signed it.  Forged, duplicated and unknown-key
   signatures do not count.  Lifting needs K signatures too: a lift is a
@@ -52,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import repoid
 from .atomic import write_atomic
 from .decide import HaltNotice
 from .errors import EvidenceError, MalformedEvidence, RebuildgateError
@@ -171,9 +175,18 @@ class Statement:
         versions = {artifact.version or "", artifact.upstream_version or ""}
         if self.versions and not any(fnmatch.fnmatchcase(v, p) for v in versions for p in self.versions):
             return False
-        if self.repositories and not any(fnmatch.fnmatchcase(artifact.repo or "", p) for p in self.repositories):
+        if self.repositories and not repoid.matches_intended(artifact.repo, self.repositories):
             return False
         return True
+
+    def pattern_findings(self) -> list[repoid.Finding]:
+        """Repository patterns that no repository id can match as written.
+
+        They still halt what they were meant to (:meth:`matches` reads them
+        as :func:`rebuildgate.repoid.intended` says), but ``halt status``
+        and ``check-config`` name them so their signers fix them.
+        """
+        return repoid.check_patterns(self.repositories)
 
 
 def _signed_by(raw: bytes, kind: str, signers: list[KeySet], threshold: int, what: str) -> tuple[dict, tuple[str, ...]]:
@@ -339,6 +352,13 @@ class HaltWatch:
 
     # -- refresh ---------------------------------------------------------------
 
+    def load_saved(self) -> None:
+        """Only what the state file remembers, without reading any feed
+        (``check-config`` shows halts this way: it must not wait on the network)."""
+        self.state = self._load_state()
+        for ident, entry in self.state["statements"].items():
+            self._restore(str(ident), entry)
+
     def refresh(self) -> None:
         """Load state, read every feed, remember what counts; once per process.
 
@@ -351,12 +371,10 @@ class HaltWatch:
             if self._refreshed:
                 return
             try:
-                self.state = self._load_state()
+                self.load_saved()
             except HaltError as e:
                 self._failure = e
                 raise
-            for ident, entry in self.state["statements"].items():
-                self._restore(str(ident), entry)
             saved_state = json.loads(json.dumps(self.state))
             saved_statements = dict(self.statements)
             changed = False

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import repoid
 from .decide import Rule
 from .errors import ConfigError
 from .model import Artifact
@@ -90,7 +91,11 @@ class FetchSettings:
 
 @dataclass(frozen=True)
 class RepositoryRule:
-    """Per-repository overrides; the first rule whose pattern matches wins."""
+    """Per-repository overrides; the first rule whose pattern matches wins.
+
+    ``match`` holds fnmatch patterns on the repository id
+    (:mod:`rebuildgate.repoid` defines it and checks the patterns).
+    """
 
     name: str
     match: tuple[str, ...]
@@ -99,6 +104,10 @@ class RepositoryRule:
     max_conflicts: int | None = None
     mode: str | None = None
     rebuilders: tuple[str, ...] | None = None
+
+    def matching_pattern(self, repo_id: str | None) -> str | None:
+        """The first of this rule's patterns that matches *repo_id*, if any."""
+        return next((p for p in self.match if repoid.matches(repo_id, p)), None)
 
 
 @dataclass(frozen=True)
@@ -171,15 +180,22 @@ class Policy:
     fetch: FetchSettings = field(default_factory=FetchSettings)
     log: Path | None = None
     halt: HaltSettings | None = None
+    #: Things that load but look wrong (check-config prints them), e.g. a
+    #: pattern that names a path inside an archive.
+    warnings: tuple[str, ...] = ()
+
+    def rule_for(self, repo_id: str | None) -> tuple[RepositoryRule | None, str | None]:
+        """The first ``[[repository]]`` rule matching *repo_id*, and the pattern that matched."""
+        for rule in self.repositories:
+            pattern = rule.matching_pattern(repo_id)
+            if pattern is not None:
+                return rule, pattern
+        return None, None
 
     def resolve(self, artifact: Artifact, today: _dt.date | None = None) -> Resolution:
         """Which rule governs *artifact*: its repository's, or the global one."""
         today = today or _dt.date.today()
-        repo_rule = None
-        for rule in self.repositories:
-            if artifact.repo and any(fnmatch.fnmatchcase(artifact.repo, p) for p in rule.match):
-                repo_rule = rule
-                break
+        repo_rule, _ = self.rule_for(artifact.repo)
         gated = repo_rule.gate if repo_rule else self.gate_unlisted
         rebuilders = self.rebuilders
         threshold, max_conflicts, mode = self.threshold, self.max_conflicts, self.mode
@@ -504,6 +520,30 @@ def _check_threshold(r: _Reader, threshold: int, rebuilders: tuple[Rebuilder, ..
                       "operator(s) are configured, so nothing could ever be accepted")
 
 
+def _check_match(r: _Reader, name: str, match: tuple[str, ...], earlier: list[RepositoryRule]) -> list[str]:
+    """Refuse patterns that can never select this rule; return warnings.
+
+    A rule that never matches does not fail, it silently hands its
+    repositories to the global rule; so a pattern no repository id can match
+    (:func:`rebuildgate.repoid.check_pattern`) is an error, and so is one an
+    earlier rule already matches (the first matching rule wins).
+    """
+    earlier_patterns = [p for rule in earlier for p in rule.match]
+    warnings = []
+    for finding in repoid.check_patterns(match, earlier_patterns):
+        if finding.error:
+            raise r.error("match", finding.message())
+        warnings.append(f"{r.key('match')} ({name}): {finding.message()}")
+    for pattern in match:
+        for index, rule in enumerate(earlier):
+            hit = next((p for p in rule.match if repoid.covers(p, pattern)), None)
+            if hit is not None:
+                raise r.error("match", f"pattern {pattern!r} is already matched by repository[{index}] "
+                              f"({rule.name})'s pattern {hit!r} and the first matching rule wins, so this rule "
+                              f"never applies to it: move this rule above repository[{index}], or narrow {hit!r}")
+    return warnings
+
+
 def parse_policy(data: Mapping[str, Any], path: Path) -> Policy:
     """Validate parsed TOML *data* from *path* into a :class:`Policy`."""
     top = _Reader(path, dict(data), "")
@@ -524,13 +564,15 @@ def parse_policy(data: Mapping[str, Any], path: Path) -> Policy:
         seen.add(rb.name)
     _check_threshold(top, threshold, rebuilders)
 
-    repositories = []
+    repositories: list[RepositoryRule] = []
+    warnings: list[str] = []
     for i, t in enumerate(top.get("repository", list, [])):
         r = _Reader(path, t, f"repository[{i}]")
         name = r.string("name", f"#{i}")
         match = r.strings("match", None)
         if not match:
             raise r.error("match", "is required: patterns for the repositories this rule covers")
+        warnings += _check_match(r, name, match, repositories)
         gate = r.get("gate", bool, True)
         rb_names = r.strings("rebuilders", None)
         for n in rb_names or ():
@@ -597,5 +639,6 @@ def parse_policy(data: Mapping[str, Any], path: Path) -> Policy:
         path=path, threshold=threshold, max_conflicts=max_conflicts, mode=mode,
         rebuilders=rebuilders, repositories=tuple(repositories), gate_unlisted=gate_unlisted,
         allow=tuple(allow), fetch=fetch, log=Path(log_value) if log_value else None, halt=halt,
+        warnings=tuple(warnings),
     )
     return policy

@@ -31,6 +31,7 @@ from rebuildgate.errors import PackageError, one_line
 from rebuildgate.model import Artifact, Problem
 from rebuildgate.pkginfo import file_digests, read_rpm, sourcerpm_name
 from rebuildgate.policy import Policy, load_policy
+from rebuildgate.repoid import dnf_repo_id
 from rebuildgate.verify import DEFAULT_LOG, Verifier
 
 #: dnf's logger; the plugin's own child logger propagates to its handlers.
@@ -133,7 +134,7 @@ class PackageFacts:
             source=sourcerpm_name(self.sourcerpm or "") or None,
             version=self.full_version,
             arch=self.arch,
-            repo=self.reponame,
+            repo=dnf_repo_id(self.reponame),
             sha512=sha512.lower() if sha512 else None,
         )
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from tests.apt_transport.harness import AptEnv, flat_source
 from tests.apt_transport.world import World
 from tests.support.halts import HaltTeam
 from tests.support.policy import RebuilderEntry, write_policy
+from tests.support.process import run_command
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,3 +51,36 @@ def test_halt_stops_apt_until_lifted(world: World, apt_factory) -> None:
     apt, result = download("lifted")
     assert result.returncode == 0, result
     assert apt.downloaded() == ["hello_1.0-1_all.deb"]
+
+
+def test_halt_naming_a_flat_repository_as_host_slash_star_stops_apt(world: World, apt: AptEnv) -> None:
+    """`--repository 127.0.0.1:PORT/*` never matched apt's id `127.0.0.1:PORT`: `halt status`
+    said IN FORCE while apt-get went ahead.  A signed halt is read as what it names, and
+    `halt status` says the pattern is wrong."""
+    hello = world.package("hello")
+    repo = world.repo([hello])
+    rbs = [world.rebuilder(f"rb{i}") for i in range(2)]
+    for rb in rbs:
+        world.attest(rb, hello)
+    team = HaltTeam(world.base / "team")
+    policy = write_policy(world.base / "halt-policy.toml",
+                          [RebuilderEntry(rb.name, rb.url, [rb.key.public_pem]) for rb in rbs], threshold=2,
+                          log=world.log, tables=team.tables(), arrays=team.arrays())
+    policy.chmod(0o600)
+    assert repo.server is not None
+    host = repo.server.url.removeprefix("http://")
+    team.publish(team.statement("alice", "bob", repositories=[f"{host}/*"]))
+
+    apt.sources([flat_source(repo.http, "rebuildgate+")])
+    opts = {"Rebuildgate::Policy": str(policy)}
+    assert apt.update(options=opts).returncode == 0
+    result = apt.download("hello", options=opts)
+    assert result.returncode == 100, result
+    [line] = [x for x in result.output.splitlines() if x.startswith("E: Failed to fetch") and "/hello_" in x]
+    assert "halted by H-1 (reason for H-1; signed by alice, bob)" in line
+    assert apt.downloaded() == []
+
+    status = run_command([sys.executable, "-m", "rebuildgate.cli", "halt", "status", "--policy", str(policy)],
+                         None, 60)
+    assert status.returncode == 0 and "halt H-1 v1: IN FORCE" in status.output
+    assert f"repository pattern '{host}/*' misses the repository '{host}' itself" in status.output

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from rebuildgate.apt import protocol
 from rebuildgate.apt.aptconfig import AptConfig
 from rebuildgate.apt.gate import Gate, to_inner, to_outer
-from rebuildgate.apt.records import is_package, make_artifact, parse_archive_name, strip_scheme
+from rebuildgate.apt.records import is_package, make_artifact, parse_archive_name
 from tests.support.packages import build_deb
 
 pytestmark = pytest.mark.timeout(60)
@@ -117,7 +117,16 @@ def test_artifact_from_request():
     assert (a.filename, a.name, a.version, a.arch, a.source) == ("libfoo1_1.5-2_amd64.deb", "libfoo1", "2:1.5-2",
                                                                  "amd64", "libfoo1")
     assert a.repo == "deb.example.org/debian" and a.sha256 == "ab" * 32
-    assert strip_scheme("rebuildgate+file:///srv/repo/") == "/srv/repo"
+
+
+@pytest.mark.parametrize("uri,repo", [
+    ("rebuildgate+https://deb.example.org/debian/pool/main/f/foo/foo_1_all.deb", "deb.example.org/debian"),
+    ("rebuildgate+http://127.0.0.1:18080/./foo_1_all.deb", "127.0.0.1:18080"),
+    ("rebuildgate+file:/srv/flat/./foo_1_all.deb", "/srv/flat"),
+])
+def test_artifact_without_target_repo_uri_gets_the_archive_root(uri, repo) -> None:
+    """apt 2.6 always sends Target-Repo-URI; without it the id keeps its form."""
+    assert make_artifact(uri, "/c/archives/partial/foo_1_all.deb", None, "ab" * 32, None, None).repo == repo
 
 
 def test_uri_prefix_mapping():

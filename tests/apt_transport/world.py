@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from tests.support.keys import TestKey, make_key
-from tests.support.packages import build_deb, deb_filename, make_apt_repo
+from tests.support.packages import build_deb, deb_filename, make_apt_archive, make_apt_repo
 from tests.support.policy import RebuilderEntry, write_policy
 from tests.support.rebuilders import FakeRebuilder
 from tests.support.server import RebuilderServer
@@ -54,11 +54,12 @@ class Package:
 class Repo:
     directory: Path
     server: RebuilderServer | None
+    path: str = ""  # where the repository is on its server ("/debian"), "" at the root
 
     @property
     def http(self) -> str:
         assert self.server is not None
-        return self.server.url + "/"
+        return self.server.url + self.path + "/"
 
     @property
     def file(self) -> str:
@@ -97,15 +98,26 @@ class World:
         return self.package(pkg.name, pkg.version, source=pkg.source if pkg.source != pkg.name else None,
                             payload=payload, outdir="tampered")
 
-    def repo(self, packages: Sequence[Package], name: str = "repo", serve: bool = True) -> Repo:
-        directory = self.base / name
+    def repo(self, packages: Sequence[Package], name: str = "repo", serve: bool = True, path: str = "") -> Repo:
+        """A flat repository, at ``<served root>/<path>`` (the root itself by default)."""
+        served = self.base / name
+        directory = served / path
         directory.mkdir(parents=True, exist_ok=True)
         for old in directory.glob("*.deb"):
             old.unlink()
         make_apt_repo(directory, [p.deb for p in packages])
-        for path in [directory, *directory.iterdir()]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        return Repo(directory, self._server(directory) if serve else None)
+        for p in [served, *served.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        return Repo(directory, self._server(served) if serve else None, f"/{path}" if path else "")
+
+    def archive(self, packages: Sequence[Package], name: str = "archive", path: str = "debian",
+                suite: str = "bookworm", component: str = "main") -> Repo:
+        """An archive in Debian's layout at ``<served root>/<path>``; ``Repo.http`` is its URI."""
+        served = self.base / name
+        root = make_apt_archive(served / path, [p.deb for p in packages], suite, component)
+        for p in [served, *served.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        return Repo(root, self._server(served), f"/{path}" if path else "")
 
     def rebuilder(self, name: str, serve: bool = True, latency: float = 0.0,
                   key: TestKey | None = None) -> FakeRebuilder:

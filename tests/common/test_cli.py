@@ -89,6 +89,51 @@ def test_check_config_loads_keys(tmp_path) -> None:
     assert r.returncode == 2 and "rebuilder[0] (rb1).keys" in r.stderr and "cannot load key file" in r.stderr
 
 
+# --- repository ids ------------------------------------------------------------
+
+def test_check_config_refuses_a_repository_pattern_no_id_matches(tmp_path) -> None:
+    """The README's old example: never matched apt's id, so the stricter rule silently fell back."""
+    rbs = make_rebuilders(tmp_path, 3)
+    p = write_policy(tmp_path / "p.toml", [rb.entry() for rb in rbs], threshold=2, arrays={"repository": [
+        {"name": "debian", "match": ["deb.debian.org/debian/*"], "threshold": 3}]})
+    for cmd in (["check-config"], ["verify", "--artifact", "x_1_all.deb", "--sha256", "a" * 64]):
+        r = run(*cmd, "--policy", str(p))
+        assert r.returncode == 2 and r.stdout == "", r.stdout
+        (line,) = r.stderr.strip().splitlines()
+        assert f"{p}: repository[0].match: pattern 'deb.debian.org/debian/*' misses" in line
+        assert "did you mean 'deb.debian.org/debian'" in line
+
+
+def test_check_config_explain(tmp_path) -> None:
+    rbs = make_rebuilders(tmp_path, 3)
+    p = write_policy(tmp_path / "p.toml", [rb.entry() for rb in rbs], threshold=2, arrays={"repository": [
+        {"name": "debian", "match": ["deb.debian.org/debian"], "threshold": 3, "rebuilders": ["rb1", "rb2", "rb3"]},
+        {"name": "deep", "match": ["deb.debian.org/debian/dists/bookworm"]}]})
+    r = run("check-config", "--policy", str(p), "--explain",
+            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+            "rebuildgate+https://deb.debian.org/debian bookworm main", "--explain", "updates")
+    assert r.returncode == 0, r.stderr
+    assert "repository id 'deb.debian.org/debian'" in r.stdout and "[[repository]] debian" in r.stdout
+    assert "threshold 3 of 3" in r.stdout and "rebuilders asked: rb1" in r.stdout
+    assert "repository id 'updates'" in r.stdout and "the global rule applies" in r.stdout
+    assert "warning: repository[1].match (deep): pattern 'deb.debian.org/debian/dists/bookworm'" in r.stdout
+    assert r.stdout.rstrip().endswith("policy OK")
+    r = run("check-config", "--policy", str(p), "--explain", "deb deb.debian.org/debian bookworm")
+    assert r.returncode == 2 and "is not a URI" in r.stderr
+
+
+def test_verify_repo_takes_an_id_or_the_uri_from_sources_list(tmp_path) -> None:
+    rbs = make_rebuilders(tmp_path, 1)
+    p = write_policy(tmp_path / "p.toml", [rb.entry() for rb in rbs], arrays={"repository": [
+        {"name": "debian", "match": ["deb.debian.org/debian"], "gate": False}]})
+    for repo in ("deb.debian.org/debian", "rebuildgate+https://deb.debian.org/debian/"):
+        r = run("verify", "--policy", str(p), "--json", "--artifact", "x_1_all.deb", "--sha256", "a" * 64,
+                "--repo", repo)
+        assert r.returncode == 0, r.stdout + r.stderr
+        out = json.loads(r.stdout)
+        assert out["repo"] == "deb.debian.org/debian" and out["allowed"]
+
+
 @pytest.mark.parametrize("args", [
     [],
     ["verify"],

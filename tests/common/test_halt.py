@@ -25,7 +25,7 @@ NOW = dt.datetime.now(dt.timezone.utc)
 CONTENT = b"the package"
 FILE = "hello_1.0-1_all.deb"
 ART = Artifact(FILE, digests(CONTENT)["sha256"], name="hello", source="hello-src", version="1.0-1", arch="all",
-               repo="deb.example/debian/pool/main/h/hello/hello_1.0-1_all.deb")
+               repo="deb.example/debian")
 
 
 class Team(HaltTeam):
@@ -186,10 +186,15 @@ def test_override_lets_exactly_that_halt_through(team) -> None:
     ({"packages": ["hello"], "versions": ["1.0-*"]}, True),
     ({"packages": ["hello"], "versions": ["2.*"]}, False),
     ({"repositories": ["deb.example/*"]}, True),
+    ({"repositories": ["deb.example/debian"]}, True),
     ({"repositories": ["other/*"]}, False),
     ({"sha256": [ART.sha256]}, True),
     ({"sha256": ["ab" * 32]}, False),
     ({"packages": ["hello"], "sha256": ["ab" * 32]}, False),  # every given field must match
+    # signed in a form no repository id has: read as what it names (a brake that misses is worse)
+    ({"repositories": ["deb.example/debian/*"]}, True),
+    ({"repositories": ["https://deb.example/debian/"]}, True),
+    ({"repositories": ["https://other.example/debian/"]}, False),
 ])
 def test_what_a_halt_covers(team, match, covered) -> None:
     team.publish(team.statement("alice", "bob", **match))
@@ -283,6 +288,35 @@ def test_cli_halt_errors(team, tmp_path) -> None:
     r = run("halt", "sign", "--key", str(team.keys["alice"].private_pem), "--id", "H", "--version", "1",
             "--reason", "r", "--expires", "2030-01-01", "-o", str(tmp_path / "x.json"))
     assert r.returncode == 2 and "say what the halt covers" in r.stderr
+
+
+def test_halt_sign_refuses_a_repository_pattern_no_id_matches(team, tmp_path) -> None:
+    """A halt signed so would stop nothing from the repository it names, as written."""
+    sign = ["halt", "sign", "--key", str(team.keys["alice"].private_pem), "--id", "H", "--version", "1",
+            "--reason", "r", "--expires", "2030-01-01", "-o", str(tmp_path / "x.json")]
+    r = run(*sign, "--repository", "127.0.0.1:18080/*")
+    assert r.returncode == 2 and not (tmp_path / "x.json").exists()
+    (line,) = r.stderr.strip().splitlines()
+    assert "--repository pattern '127.0.0.1:18080/*' misses the repository '127.0.0.1:18080' itself" in line
+    assert "did you mean '127.0.0.1:18080'" in line
+    r = run(*sign, "--repository", "https://deb.debian.org/debian/")
+    assert r.returncode == 2 and "is a URI" in r.stderr and "did you mean 'deb.debian.org/debian'" in r.stderr
+    r = run(*sign, "--repository", "127.0.0.1:18080", "--repository", "127.0.0.1:18080/*")
+    assert r.returncode == 0, r.stderr
+
+
+def test_halt_status_and_check_config_name_a_signed_pattern_no_id_matches(team) -> None:
+    """Signed elsewhere (not with `halt sign`): it halts what it names, and both commands say so."""
+    team.publish(team.statement("alice", "bob", repositories=["deb.example/debian/*"]))
+    assert not team.verdict().allowed  # ART comes from deb.example/debian
+    r = run("halt", "status", "--policy", str(team.policy_path))
+    assert r.returncode == 0 and "halt H-1 v1: IN FORCE" in r.stdout
+    assert ("warning: halt H-1 v1: repository pattern 'deb.example/debian/*' misses the repository "
+            "'deb.example/debian' itself") in r.stdout
+    assert "it is read as 'deb.example/debian', 'deb.example/debian/*'" in r.stdout
+    r = run("check-config", "--policy", str(team.policy_path))  # from the state `halt status` saved
+    assert r.returncode == 0 and "warning: halt H-1 v1: repository pattern 'deb.example/debian/*'" in r.stdout
+    assert "(saved in " in r.stdout
 
 
 @pytest.mark.parametrize("expires", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "soon", 5])

@@ -186,12 +186,12 @@ def test_repository_rules_resolve_first_match(tmp_path, key) -> None:
         tmp_path / "p.toml", [rb("a", key), rb("b", key), rb("c", key)], threshold=2,
         arrays={"repository": [
             {"name": "local", "match": ["local-*"], "gate": False},
-            {"name": "debian", "match": ["deb.example/*"], "threshold": 1, "rebuilders": ["c"], "mode": "audit"},
+            {"name": "debian", "match": ["deb.example/debian"], "threshold": 1, "rebuilders": ["c"], "mode": "audit"},
         ]}))
     art = lambda repo: Artifact("x.deb", "0" * 64, repo=repo)  # noqa: E731
     local = p.resolve(art("local-cache"))
     assert not local.rule.gated and local.rebuilders == () and local.repository == "local"
-    deb = p.resolve(art("deb.example/debian/pool/x.deb"))
+    deb = p.resolve(art("deb.example/debian"))
     assert deb.rule.threshold == 1 and deb.rule.mode == "audit" and [r.name for r in deb.rebuilders] == ["c"]
     other = p.resolve(art("elsewhere"))
     assert other.rule.gated and other.rule.threshold == 2 and len(other.rebuilders) == 3
@@ -248,3 +248,45 @@ def test_allowlist_judges_the_file_not_the_index(tmp_path, key) -> None:
     assert judged.filename == file.filename and judged.sha256 == index.sha256
     assert judged.index_said == "linux-image-6.1.0-99-amd64 1.0-1 (all), source linux-image-6.1.0-99-amd64"
     assert index.with_file_identity(index) is index  # the same identity: nothing changes
+
+
+@pytest.mark.parametrize("match,fragment", [
+    (["deb.debian.org/debian/*"], "did you mean 'deb.debian.org/debian'"),  # the README's old example
+    (["127.0.0.1:18080/*"], "did you mean '127.0.0.1:18080'"),
+    (["https://deb.debian.org/debian"], "is a URI"),
+    (["rebuildgate+http://127.0.0.1:18080/"], "did you mean '127.0.0.1:18080'"),
+    (["deb.debian.org/debian/"], "ends with '/'"),
+    (["updates", "fedora updates"], "whitespace"),
+])
+def test_repository_pattern_no_id_can_match_is_an_error(tmp_path, key, match, fragment) -> None:
+    """A rule that never matches would hand its repositories to the (weaker) global rule."""
+    e = error_of(write_policy(tmp_path / "p.toml", [rb("a", key), rb("b", key)],
+                              arrays={"repository": [{"name": "debian", "match": match, "threshold": 2}]}))
+    assert e.key == "repository[0].match" and fragment in str(e)
+
+
+def test_repository_rule_shadowed_by_an_earlier_rule_is_an_error(tmp_path, key) -> None:
+    e = error_of(write_policy(tmp_path / "p.toml", [rb("a", key), rb("b", key)], arrays={"repository": [
+        {"name": "most", "match": ["deb.*"], "threshold": 1},
+        {"name": "debian", "match": ["deb.debian.org/debian"], "threshold": 2}]}))
+    assert e.key == "repository[1].match"
+    assert "already matched by repository[0] (most)'s pattern 'deb.*'" in str(e) and "move this rule above" in str(e)
+
+
+def test_repository_rules_for_a_root_and_below_it(tmp_path, key) -> None:
+    """`X/*` is fine when X itself is matched: by the same rule or an earlier one."""
+    p = load_policy(write_policy(tmp_path / "p.toml", [rb("a", key), rb("b", key)], arrays={"repository": [
+        {"name": "root", "match": ["deb.debian.org/debian"], "threshold": 2},
+        {"name": "below", "match": ["deb.debian.org/debian/*"], "threshold": 1},
+        {"name": "both", "match": ["127.0.0.1:18080", "127.0.0.1:18080/*"], "gate": False}]}))
+    assert p.rule_for("deb.debian.org/debian") == (p.repositories[0], "deb.debian.org/debian")
+    assert p.rule_for("deb.debian.org/debian/extra")[0].name == "below"
+    assert p.rule_for("127.0.0.1:18080")[0].name == "both" and p.rule_for(None) == (None, None)
+    assert p.warnings == ()
+
+
+def test_repository_pattern_inside_an_archive_is_a_warning(tmp_path, key) -> None:
+    p = load_policy(write_policy(tmp_path / "p.toml", [rb("a", key)], arrays={"repository": [
+        {"name": "deep", "match": ["deb.debian.org/debian/dists/bookworm"]}]}))
+    [warning] = p.warnings
+    assert warning.startswith("repository[0].match (deep): pattern 'deb.debian.org/debian/dists/bookworm'")

@@ -99,7 +99,7 @@ class Base:
             "rebuilder": {"name": q("rb1"), "url": q(f"file://{directory}/tree"), "layout": q("template"),
                           "url_template": q("{url}/{filename}.link"), "keys": f"[{q(self.key)}]",
                           "operator": q("org-a")},
-            "repository": {"name": q("debian"), "match": '["deb.example/*"]', "gate": "true", "threshold": "1",
+            "repository": {"name": q("debian"), "match": '["deb.example/debian"]', "gate": "true", "threshold": "1",
                            "max_conflicts": "0", "mode": q("enforce"), "rebuilders": '["rb1"]'},
             "allow": {"package": q("linux-*"), "version": q("6.*"), "expires": "2099-12-31", "reason": q("kernel")},
             "halt": {"feeds": f'["file://{directory}/halt-feed.json"]', "threshold": "1", "feed_threshold": "1",

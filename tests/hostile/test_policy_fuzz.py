@@ -93,7 +93,7 @@ def _base(key: Path) -> dict:
              "keys": [str(key)], "operator": "org-a"},
             {"name": "rb2", "url": "http://127.0.0.1:9/rb", "keys": [str(key)]},
         ],
-        "repository": [{"name": "debian", "match": ["deb.example/*"], "gate": True, "threshold": 1,
+        "repository": [{"name": "debian", "match": ["deb.example/debian"], "gate": True, "threshold": 1,
                         "max_conflicts": 0, "mode": "audit", "rebuilders": ["rb1"]}],
         "allow": [{"package": "linux-*", "version": "6.*", "expires": dt.date(2099, 12, 31), "reason": "kernel"}],
         "halt": {"feeds": ["file:///tmp/rbg-halt-feed"], "threshold": 1, "feed_threshold": 1, "max_age": 60,

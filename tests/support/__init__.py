@@ -16,7 +16,7 @@ from .links import (
     sign_rebuilderd,
     tamper,
 )
-from .packages import build_deb, build_rpm, make_apt_repo, make_rpm_repo, sha256_file
+from .packages import build_deb, build_rpm, make_apt_archive, make_apt_repo, make_rpm_repo, sha256_file
 from .server import Fault, RebuilderServer, publish_package_rebuilder
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "TestKey",
     "build_deb",
     "build_rpm",
+    "make_apt_archive",
     "make_apt_repo",
     "make_gpg_key",
     "make_key",

@@ -248,6 +248,26 @@ def rewrite_rpm_primary(repo_dir: Path, edit: Callable[[str], str]) -> None:
     repomd.write_text(text.replace(block.group(0), new_block))
 
 
+def make_apt_archive(root: Path, debs: list[Path], suite: str = "bookworm", component: str = "main") -> Path:
+    """An APT archive in Debian's layout (`deb [trusted=yes] URL suite component`):
+    the debs under pool/, and dists/<suite>/<component>/binary-all/Packages(.gz)
+    with an unsigned dists/<suite>/Release."""
+    for deb in debs:
+        pool = root / "pool" / component / deb.name[0] / deb.name.split("_")[0]
+        pool.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(deb, pool / deb.name)
+    index = root / "dists" / suite / component / "binary-all"
+    index.mkdir(parents=True, exist_ok=True)
+    (index / "Packages").write_bytes(_run(["apt-ftparchive", "packages", "pool"], cwd=root).stdout)
+    _gzip_reproducibly(index / "Packages")
+    options = [f"APT::FTPArchive::Release::{k}={v}" for k, v in (
+        ("Suite", suite), ("Codename", suite), ("Architectures", "all amd64"), ("Components", component))]
+    release = _run(["apt-ftparchive", *(x for o in options for x in ("-o", o)), "release", f"dists/{suite}"],
+                   cwd=root).stdout
+    (root / "dists" / suite / "Release").write_bytes(release)
+    return root
+
+
 def make_rpm_repo(repo_dir: Path, rpms: list[Path]) -> Path:
     """An RPM repository (rpms + repodata/ by createrepo_c)."""
     repo_dir.mkdir(parents=True, exist_ok=True)
