@@ -136,13 +136,15 @@ class World:
 
     def policy(self, rebuilders: Sequence[FakeRebuilder], threshold: int, *, max_conflicts: int = 0,
                mode: str = "enforce", fetch: Mapping[str, object] | None = None,
-               urls: Mapping[str, str] | None = None, name: str = "policy.toml") -> Path:
-        """Write a policy (mode 0600: only root may read it, before the method drops privileges)."""
+               urls: Mapping[str, str] | None = None, name: str = "policy.toml", **top: object) -> Path:
+        """Write a policy (mode 0600: only root may read it, before the method drops privileges).
+
+        *top* adds top-level keys (``gate_unlisted``...), *tables* / *arrays* more sections."""
         entries = [RebuilderEntry(rb.name, (urls or {}).get(rb.name, rb.url), [rb.key.public_pem])
                    for rb in rebuilders]
         path = write_policy(self.base / name, entries, threshold=threshold, log=self.log,
                             fetch={"read_timeout": 3.0, "deadline": 8.0, **(fetch or {})},
-                            max_conflicts=max_conflicts, mode=mode)
+                            max_conflicts=max_conflicts, mode=mode, **top)
         path.chmod(0o600)
         return path
 
