@@ -167,14 +167,11 @@ def read_input() -> bytes:
 
 def check(hook: HookInput, watchdog: Watchdog | None = None) -> Outcome:
     """Judge every file of *hook*; never raises for a per-file problem."""
-    from .engine import route_library_log
-
     config = AptConfig()
     for name, value in hook.config:
         config.add(name, value)
     settings = config.settings("http")
     outcome = Outcome(show_debug=settings.debug)
-    route_library_log(settings.debug)
     if settings.error:
         return outcome.fail(f"rebuildgate: apt configuration error: {settings.error}")
     path = policy_path(settings.policy)
@@ -192,7 +189,7 @@ def check(hook: HookInput, watchdog: Watchdog | None = None) -> Outcome:
             judged.append(item)
     if not judged:
         return outcome
-    _verify(judged, path, settings.proxy, outcome, watchdog)
+    _verify(judged, path, settings.proxy, settings.debug, outcome, watchdog)
     return outcome
 
 
@@ -229,10 +226,11 @@ def _identify(line: PackageLine, records: AptRecords, outcome: Outcome) -> Judge
     return item
 
 
-def _verify(judged: list[Judgement], policy: Path, proxy: str | None, outcome: Outcome,
+def _verify(judged: list[Judgement], policy: Path, proxy: str | None, debug: bool, outcome: Outcome,
             watchdog: Watchdog | None) -> None:
-    from .engine import load_engine  # the library's heavy imports, only when a file needs them
+    from .engine import load_engine, route_library_log  # the verifier's imports, only when a file needs them
 
+    route_library_log(debug)  # relaxations are printed as W: lines below
     engine = load_engine(policy, proxy)
     if engine.verifier is None:
         outcome.fail(engine.refusal or "rebuildgate: no verifier")
