@@ -14,7 +14,15 @@ N rebuilders attest its exact hash.  Modules, one concern each:
 * :mod:`.gate`      - per-download state: when to verify, what to answer
 * :mod:`.entry`     - the executable: introduces itself to apt before the heavy imports
 * :mod:`.method`    - ``main()``: wiring, signals, shutdown
-* :mod:`.install`   - put the method (and its ``+scheme`` links) into a methods dir
+* :mod:`.install`   - put the method (and its ``+scheme`` links) into a methods dir,
+  and the pre-install hook into apt's configuration
+
+The ``DPkg::Pre-Install-Pkgs`` hook checks every file apt hands to dpkg,
+whatever brought it there (the archive cache, ``./x.deb``):
+
+* :mod:`.hookinput`  - what apt writes to a version 3 hook
+* :mod:`.origins`    - where apt thinks a file came from: gated, plain or nowhere
+* :mod:`.preinstall` - the hook: read the files, ask the library, answer apt
 
 No trust decision is made here: this package only translates between apt
 and the library.

@@ -11,6 +11,8 @@ refuses every package with that one line.
 
 from __future__ import annotations
 
+import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,3 +53,14 @@ def load_engine(policy_path: Path | None, proxy: str | None) -> Engine:
     problem = verifier.open_decision_log()  # as root, before the drop
     verifier.prepare()  # halt feeds read and their state saved as root, before the drop
     return Engine(verifier, None, [one_line(f"rebuildgate: {problem}")] if problem else [], policy.path)
+
+
+def route_library_log(debug: bool) -> None:
+    """The library logs relaxations with `logging`; apt front ends show them their own way.
+
+    The method sends them as ``104 Warning``, the pre-install hook as ``W:``
+    lines; the logger's own output only appears with ``Rebuildgate::Debug``.
+    """
+    logger = logging.getLogger("rebuildgate")
+    logger.propagate = False
+    logger.handlers[:] = [logging.StreamHandler(sys.stderr) if debug else logging.NullHandler()]

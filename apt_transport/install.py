@@ -1,4 +1,4 @@
-"""Install the method into an APT methods directory.
+"""Install the method into an APT methods directory, and the pre-install hook.
 
 A Debian package would ship ``/usr/lib/apt/methods/rebuildgate`` (a small
 launcher script, see :func:`launcher_script`) and the ``rebuildgate+http``,
@@ -8,13 +8,21 @@ the inner scheme in the name it was run as.  Tests, the
 demo and the benchmark build a private methods directory the same way:
 links to every method of apt's, plus ours.
 
-``python -m rebuildgate.apt.install DIR [--with-apt-methods]``
+The same step installs the ``DPkg::Pre-Install-Pkgs`` hook
+(:mod:`.preinstall`): a launcher, ``/usr/lib/rebuildgate/rebuildgate-preinstall``,
+and the apt.conf.d snippet that makes apt run it with protocol version 3
+(:func:`install_hook`).  Without a policy file the hook does nothing, so
+installing never breaks apt.
+
+``python -m rebuildgate.apt.install DIR [--hook-dir D] [--apt-conf-dir C]``
+``python -m rebuildgate.apt.install DIR --with-apt-methods [--apt-conf-dir C]`` (a private apt)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -24,17 +32,44 @@ from .entry import KNOWN_CAPABILITIES, PREFIX, capabilities_message
 
 SCHEMES = ("http", "https", "file")
 APT_METHODS = Path("/usr/lib/apt/methods")
+HOOK_DIR = Path("/usr/lib/rebuildgate")
+HOOK_NAME = "rebuildgate-preinstall"
+APT_CONF_DIR = Path("/etc/apt/apt.conf.d")
+#: Read before apt-listbugs (10) and apt-listchanges (20): a blocked package
+#: stops apt before those show anything or ask.
+SNIPPET_NAME = "05rebuildgate-preinstall"
+#: apt names a hook's options after its command up to the first space and
+#: runs it with ``sh -c``: the path must be a plain word.
+_PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._+/-]+$")
+
+
+def console_script(name: str) -> Path:
+    """The console script *name* of this installation (beside the interpreter, else on PATH)."""
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return here
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} is not installed (pip install -e .)")
+    return Path(found)
 
 
 def method_executable() -> Path:
     """The console script ``rebuildgate-apt-method`` of this installation."""
-    here = Path(sys.executable).parent / "rebuildgate-apt-method"
-    if here.exists():
-        return here
-    found = shutil.which("rebuildgate-apt-method")
-    if not found:
-        raise FileNotFoundError("rebuildgate-apt-method is not installed (pip install -e .)")
-    return Path(found)
+    return console_script("rebuildgate-apt-method")
+
+
+def hook_executable() -> Path:
+    """The console script ``rebuildgate-apt-preinstall`` of this installation."""
+    return console_script("rebuildgate-apt-preinstall")
+
+
+def _write_atomically(path: Path, text: str, mode: int) -> None:
+    """Replace *path* in one step: apt never reads half a file or finds none."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.chmod(mode)
+    os.replace(tmp, path)
 
 
 def install_method(methods_dir: Path, executable: Path | None = None, schemes=SCHEMES) -> list[Path]:
@@ -42,10 +77,7 @@ def install_method(methods_dir: Path, executable: Path | None = None, schemes=SC
     methods_dir.mkdir(parents=True, exist_ok=True)
     target = executable or method_executable()
     launcher = methods_dir / "rebuildgate"
-    tmp = methods_dir / ".rebuildgate.tmp"  # replaced atomically: apt never finds no method
-    tmp.write_text(launcher_script(target))
-    tmp.chmod(0o755)
-    os.replace(tmp, launcher)
+    _write_atomically(launcher, launcher_script(target), 0o755)
     made = [launcher]
     for name in [f"rebuildgate+{s}" for s in schemes]:
         link = methods_dir / name
@@ -96,6 +128,58 @@ def launcher_script(target: Path) -> str:
     )
 
 
+def install_hook(hook_dir: Path, apt_conf_dir: Path, executable: Path | None = None) -> list[Path]:
+    """Write the hook's launcher into *hook_dir* and the snippet that runs it into *apt_conf_dir*.
+
+    The launcher gives apt a fixed command path, whatever Python and
+    virtualenv rebuildgate lives in, and says in one line what to do if
+    rebuildgate was removed but the snippet was not (apt then stops: a
+    check that cannot run must not be skipped silently).
+    """
+    hook = hook_dir / HOOK_NAME
+    if not _PLAIN_PATH.match(str(hook)):
+        raise ValueError(f"{hook}: the hook's path may only hold letters, digits and ._+-/ "
+                         f"(apt runs it through sh -c and names its options after it)")
+    target = executable or hook_executable()
+    hook_dir.mkdir(parents=True, exist_ok=True)
+    apt_conf_dir.mkdir(parents=True, exist_ok=True)
+    snippet = apt_conf_dir / SNIPPET_NAME
+    _write_atomically(hook, hook_launcher_script(target, snippet), 0o755)
+    _write_atomically(snippet, apt_snippet(hook), 0o644)
+    return [hook, snippet]
+
+
+def hook_launcher_script(target: Path, snippet: Path) -> str:
+    program = shlex.quote(str(target))
+    missing = (f"E: rebuildgate: {target} is missing, so packages cannot be checked before dpkg: reinstall "
+               f"rebuildgate, or remove {snippet} to stop checking")
+    return (
+        "#!/bin/sh\n"
+        "# rebuildgate's DPkg::Pre-Install-Pkgs hook, written by python -m rebuildgate.apt.install:\n"
+        "# apt runs it right before dpkg, and stops if it exits non-zero.\n"
+        f"if [ ! -x {program} ]; then\n"
+        f"    echo {shlex.quote(missing)} >&2\n"
+        "    exit 2\n"
+        "fi\n"
+        f'exec {program} "$@"\n'
+    )
+
+
+def apt_snippet(hook: Path) -> str:
+    """The apt.conf.d snippet: run *hook* before dpkg, with protocol version 3.
+
+    Version 3 gives apt's configuration (so ``-o Rebuildgate::Policy=...``
+    reaches the hook) and each package's name, versions and arch with its
+    file.  apt 2.6 reads the version from ``DPkg::Tools::Options::<command>::Version``.
+    """
+    return (
+        "// rebuildgate: every .deb apt hands to dpkg is checked first\n"
+        "// (written by python -m rebuildgate.apt.install; see rebuildgate's apt_transport/README.md).\n"
+        f'DPkg::Pre-Install-Pkgs {{ "{hook}"; }};\n'
+        f'DPkg::Tools::Options::{hook}::Version "3";\n'
+    )
+
+
 def private_methods_dir(methods_dir: Path, executable: Path | None = None) -> Path:
     """A methods dir with links to all of apt's methods plus ours (for a private APT_CONFIG)."""
     methods_dir.mkdir(parents=True, exist_ok=True)
@@ -111,13 +195,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rebuildgate.apt.install", description=__doc__.splitlines()[0])
     parser.add_argument("methods_dir", type=Path)
     parser.add_argument("--with-apt-methods", action="store_true",
-                        help="also link every method of /usr/lib/apt/methods (for a private APT_CONFIG)")
+                        help="also link every method of /usr/lib/apt/methods (for a private APT_CONFIG); "
+                             "the hook is then installed only with --apt-conf-dir")
+    parser.add_argument("--apt-conf-dir", type=Path,
+                        help=f"where apt reads its snippets, Dir::Etc::Parts (default {APT_CONF_DIR})")
+    parser.add_argument("--hook-dir", type=Path,
+                        help=f"where the hook's launcher goes (default {HOOK_DIR}; with --with-apt-methods "
+                             f"the methods directory)")
     args = parser.parse_args(argv)
     if args.with_apt_methods:
         private_methods_dir(args.methods_dir)
     else:
         install_method(args.methods_dir)
     print(f"installed rebuildgate methods in {args.methods_dir}")
+    if args.apt_conf_dir or not args.with_apt_methods:
+        hook_dir = args.hook_dir or (args.methods_dir if args.with_apt_methods else HOOK_DIR)
+        try:
+            hook, snippet = install_hook(hook_dir, args.apt_conf_dir or APT_CONF_DIR)
+        except ValueError as e:
+            parser.error(str(e))
+        print(f"installed the pre-install hook {hook}, run by apt through {snippet}")
     return 0
 
 

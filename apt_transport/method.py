@@ -24,7 +24,6 @@ that nothing else (a library's print) can ever corrupt it.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -254,9 +253,9 @@ class Method:
 
     def _setup_logging(self) -> None:
         """The core logs relaxations with `logging`; apt shows them via 104 Warning instead."""
-        logger = logging.getLogger("rebuildgate")
-        logger.propagate = False
-        logger.handlers[:] = [logging.StreamHandler(sys.stderr) if self.settings.debug else logging.NullHandler()]
+        from .engine import route_library_log
+
+        route_library_log(self.settings.debug)
 
     def run(self, introduced: bool = False) -> int:
         self.introduce(introduced)

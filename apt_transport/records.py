@@ -10,12 +10,17 @@ is the best guess (it usually fails closed: no evidence at that URL).
 
 Names in the download request (``hello_2%3a1.0-1_all.deb``, apt's quoting
 of ``:`` and ``_``) give name, version with epoch, and arch.
+
+The pre-install hook asks the same records a second question: which
+sources.list entries list this version, and with which sha256
+(:meth:`AptRecords.index_records`).
 """
 
 from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
+from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
 from rebuildgate.model import Artifact
@@ -65,6 +70,21 @@ def is_package(uri: str, filename: str, archives_dir: str) -> bool:
     return any(n.endswith(PACKAGE_SUFFIXES) for n in names)
 
 
+@dataclass(frozen=True)
+class IndexRecord:
+    """One index's record of a package version: what apt believes about the file.
+
+    ``uri`` is the base URI of the sources.list entry whose index holds the
+    record (``rebuildgate+http://host/debian/``), None when apt cannot say
+    which entry that is.
+    """
+
+    source: str
+    arch: str
+    sha256: str | None
+    uri: str | None = None
+
+
 class AptRecords:
     """apt's package records, opened on first use; not thread-safe (one caller thread)."""
 
@@ -72,6 +92,7 @@ class AptRecords:
         self._apply_config = apply_config
         self._cache = None
         self._records = None
+        self._sources = None
         self.error: str | None = None
 
     def _open(self) -> bool:
@@ -102,6 +123,26 @@ class AptRecords:
             return None
 
     def _lookup(self, pkg: PackageId, sha256: str | None) -> tuple[str, str] | None:
+        best: tuple[str, str] | None = None
+        for record in self._each_record(pkg, with_uri=False):
+            found = (record.source, record.arch)
+            if sha256 is None:
+                best = best or found
+            elif record.sha256 == sha256.lower():
+                return found
+        return best
+
+    def index_records(self, pkg: PackageId) -> list[IndexRecord]:
+        """Every record apt's indexes hold for this name, version and arch.
+
+        Raises :class:`RecordsError` when apt's cache cannot be read: a caller
+        that must know where a file came from cannot treat that as "nowhere".
+        """
+        if not self._open():
+            raise RecordsError(self.error or "cannot read apt's package cache")
+        return list(self._each_record(pkg, with_uri=True))
+
+    def _each_record(self, pkg: PackageId, with_uri: bool) -> Iterator[IndexRecord]:
         cache, records = self._cache, self._records
         candidates = []
         for key in (f"{pkg.name}:{pkg.arch}", pkg.name):
@@ -109,7 +150,6 @@ class AptRecords:
                 candidates.append(cache[key])
             except KeyError:
                 continue
-        best: tuple[str, str] | None = None
         for package in candidates:
             for version in package.version_list:
                 if version.ver_str != pkg.version:
@@ -117,15 +157,29 @@ class AptRecords:
                 for pkgfile, index in version.file_list:
                     if not records.lookup((pkgfile, index)):
                         continue
-                    source = records.source_pkg or package.name
-                    found = (source, version.arch)
-                    if sha256 is None:
-                        best = best or found
-                        continue
                     digest = records.hashes.find("SHA256")
-                    if digest and str(digest.hashvalue).lower() == sha256.lower():
-                        return found
-        return best
+                    yield IndexRecord(records.source_pkg or package.name, version.arch,
+                                      str(digest.hashvalue).lower() if digest else None,
+                                      self._index_uri(pkgfile) if with_uri else None)
+
+    def _index_uri(self, pkgfile) -> str | None:  # noqa: ANN001 - apt_pkg.PackageFile
+        """The base URI of the sources.list entry behind *pkgfile*, as apt-cache policy shows it.
+
+        None for dpkg's status file (it says what is installed, not where from).
+        """
+        import apt_pkg
+
+        if pkgfile.not_source:
+            return None
+        if self._sources is None:
+            self._sources = apt_pkg.SourceList()
+            self._sources.read_main_list()
+        index = self._sources.find_index(pkgfile)
+        return index.archive_uri("") if index is not None else None
+
+
+class RecordsError(Exception):
+    """apt's package records cannot be read (one line)."""
 
 
 def make_artifact(uri: str, filename: str, repo_uri: str | None, sha256: str, sha512: str | None,

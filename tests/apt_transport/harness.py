@@ -7,7 +7,10 @@ preferences are private, and the host's apt.conf.d is never read),
 ``Dir::Bin::Methods`` (apt's methods linked, plus ``rebuildgate+*``).  With
 ``target=True`` dpkg installs into ``<root>/target`` (``--root``), whose
 status file apt also uses: a real installation that never touches the
-host's package database (:func:`host_state` lets a test prove it).
+host's package database (:func:`host_state` lets a test prove it).  With
+``hook=True`` the pre-install hook is installed as
+``python -m rebuildgate.apt.install`` installs it, its snippet in the
+private ``Dir::Etc::Parts``, so apt runs it before that dpkg.
 
 The directory is created world-readable (0755) outside pytest's private
 temp dir: apt's sandbox user ``_apt`` must reach it, or apt would run its
@@ -47,6 +50,12 @@ def method_executable() -> Path:
     return find()
 
 
+def hook_executable() -> Path:
+    from rebuildgate.apt.install import hook_executable as find
+
+    return find()
+
+
 def host_state() -> dict[str, str]:
     """Hashes of the host's dpkg database and apt state a stray run would change."""
     out = {}
@@ -66,12 +75,19 @@ def host_state() -> dict[str, str]:
 
 AptResult = CommandResult
 
+#: Runs a command in a private mount namespace where /etc/rebuildgate is
+#: empty: "no policy file at all" without touching (or depending on) the
+#: host's /etc.
+WITHOUT_HOST_POLICY = ("unshare", "--mount", "--propagation", "private", "sh", "-c",
+                       'if [ -d /etc/rebuildgate ]; then mount -t tmpfs none /etc/rebuildgate || exit 99; fi; '
+                       'exec "$@"', "without-host-policy")
+
 
 class AptEnv:
     """A private apt installation under *root* (created 0755)."""
 
     def __init__(self, root: Path, options: Mapping[str, str] | None = None, target: bool = False,
-                 methods: Path | None = None) -> None:
+                 methods: Path | None = None, hook: bool = False) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)
@@ -94,6 +110,11 @@ class AptEnv:
             from rebuildgate.apt.install import private_methods_dir
 
             private_methods_dir(self.methods, method_executable())
+        self.hook: Path | None = None
+        if hook:
+            from rebuildgate.apt.install import install_hook
+
+            self.hook = install_hook(self.root / "hook", self.etc / "apt.conf.d", hook_executable())[0]
         self.sources([])
         items: dict[str, str | list[str]] = {
             "Dir::Etc": str(self.etc),
@@ -131,8 +152,9 @@ class AptEnv:
         return env
 
     def run(self, *args: str, options: Mapping[str, str] | None = None, timeout: float = 90,
-            env: Mapping[str, str] | None = None) -> AptResult:
-        cmd = [APT_GET]
+            env: Mapping[str, str] | None = None, prefix: Sequence[str] = ()) -> AptResult:
+        """apt-get *args*; *prefix* runs it through a wrapper (:data:`WITHOUT_HOST_POLICY`)."""
+        cmd = [*prefix, APT_GET]
         for name, value in (options or {}).items():
             cmd += ["-o", f"{name}={value}"]
         cmd += list(args)

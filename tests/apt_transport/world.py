@@ -150,15 +150,17 @@ class World:
                mode: str = "enforce", fetch: Mapping[str, object] | None = None,
                urls: Mapping[str, str] | None = None, name: str = "policy.toml",
                tables: Mapping[str, dict] | None = None, arrays: Mapping[str, Sequence[dict]] | None = None,
-               log: Path | None = None) -> Path:
-        """Write a policy (mode 0600: only root may read it, before the method drops privileges);
-        *tables* / *arrays* add sections such as ``[halt]`` or ``[[allow]]``."""
+               log: Path | None = None, **top: object) -> Path:
+        """Write a policy (mode 0600: only root may read it, before the method drops privileges).
+
+        *top* adds top-level keys (``gate_unlisted``...), *tables* / *arrays* sections such as
+        ``[halt]`` or ``[[allow]]``."""
         entries = [RebuilderEntry(rb.name, (urls or {}).get(rb.name, rb.url), [rb.key.public_pem])
                    for rb in rebuilders]
         path = write_policy(self.base / name, entries, threshold=threshold, log=log or self.log,
                             fetch={"read_timeout": 3.0, "deadline": 8.0, **(fetch or {})},
                             max_conflicts=max_conflicts, mode=mode, tables=dict(tables or {}),
-                            arrays=dict(arrays or {}))
+                            arrays=dict(arrays or {}), **top)
         path.chmod(0o600)
         return path
 
