@@ -14,7 +14,7 @@ VPY         := $(VENV)/bin/python
 # and python3-dnf import only under /usr/bin/python3, hence the venv below is
 # made from it with --system-site-packages.
 SYSTEM_PACKAGES := python3 python3-venv python3-pip python3-apt python3-dnf python3-rpm dnf rpm \
-                   createrepo-c dpkg-dev apt-utils gnupg fakeroot ca-certificates
+                   createrepo-c dpkg-dev apt-utils gnupg fakeroot ca-certificates openssl
 PYTEST_ARGS ?=
 
 .PHONY: all deps venv test conformance demo bench clean

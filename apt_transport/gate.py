@@ -284,7 +284,7 @@ class Gate:
             self._refuse(item, path, f"rebuildgate: {verdict.summary()}"
                                      + (f" (decision log line not written: {lost})" if lost else ""))
             return
-        warnings = [f"rebuildgate: {verdict.summary()}"] if verdict.relaxed_by and not verdict.accepted else []
+        warnings = [f"rebuildgate: {verdict.summary()}"] if verdict.relaxed_by else []
         if getattr(verdict, "unlogged", None):
             warnings.append(f"rebuildgate: {_label(item)}: the decision log line was not written: {verdict.unlogged}")
         if not self._close(item):  # answered already (the other path, or a failure)

@@ -246,7 +246,7 @@ def _verify(judged: list[Judgement], policy: Path, proxy: str | None, debug: boo
         text = f"rebuildgate: {verdict.summary()} [{item.path}]"
         if not verdict.allowed:
             outcome.block(text)
-        elif verdict.relaxed_by and not verdict.accepted:
+        elif verdict.relaxed_by:
             outcome.warnings.append(text)
         else:
             outcome.debug.append(text)

@@ -13,7 +13,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from .errors import ConfigError, PackageError, PatternError, RebuildgateError, one_line
 from .model import Artifact
@@ -58,11 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     h = sub.add_parser("halt", help="halt flags: status, admin overrides, and tools for halt signers")
     hs = h.add_subparsers(dest="halt_command", required=True, parser_class=_Parser)
-    st = hs.add_parser("status", help="read the feeds and list the halts in force")
+    st = hs.add_parser("status", help="read the feeds and list the halts in force (exit 1 while installs are "
+                                      "blocked by halts or stale feeds)")
     st.add_argument("--policy")
-    ov = hs.add_parser("override", help="let installs proceed past one halt (recorded and logged)")
+    rf = hs.add_parser("refresh", help="read the halt feeds now and save what they say")
+    rf.add_argument("--policy")
+    ov = hs.add_parser("override", help="let installs proceed past one halt in force, or past stale feeds "
+                                        "(halt-feeds-stale); recorded and logged")
     ov.add_argument("id")
     ov.add_argument("--reason", required=True)
+    ov.add_argument("--force", action="store_true", help="record an override for a halt not in force")
+    ov.add_argument("--version", type=int, help="with --force: the halt version the override covers")
     ov.add_argument("--policy")
     co = hs.add_parser("clear-override", help="undo an override")
     co.add_argument("id")
@@ -74,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--id", required=True, help="halt id, e.g. H-2026-001")
         sp.add_argument("--version", type=int, required=True, help="statement version (a lift needs a higher one)")
         sp.add_argument("--reason", required=True)
-        sp.add_argument("--expires", required=True, help="YYYY-MM-DD or ISO 8601 time")
+        sp.add_argument("--expires", required=True,
+                        help="ISO 8601 time, or YYYY-MM-DD: the end of that day, 23:59:59Z")
         sp.add_argument("-o", "--output", type=Path, required=True)
         if name == "sign":
             sp.add_argument("--all", action="store_true", help="halt every package")
@@ -86,11 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
                             help="exact sha256 of a package file")
     cs = hs.add_parser("cosign", help="add your signature to a statement or feed file, in place")
     _signer_args(cs)
+    cs.add_argument("--policy", help="say whether the signatures are from this policy's halt signers")
     cs.add_argument("file", type=Path)
     fd = hs.add_parser("feed", help="write a signed feed holding statements")
     _signer_args(fd)
     fd.add_argument("--version", type=int, required=True, help="feed version: never lower than the last one")
-    fd.add_argument("--expires", required=True)
+    fd.add_argument("--expires", required=True, help="ISO 8601 time, or YYYY-MM-DD: the end of that day")
     fd.add_argument("-o", "--output", type=Path, required=True)
     fd.add_argument("statements", nargs="*", type=Path)
     return p
@@ -189,6 +197,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             print(f"warning: {text} (saved in {halts.path})")
     if halts and halts.problem:
         print(f"warning: {halts.problem}")
+    if halts and halts.stale and not subjects:
+        print(f"warning: {halts.stale}")
     print("policy OK")
     return EXIT_OK
 
@@ -209,7 +219,8 @@ def cmd_halt(args: argparse.Namespace) -> int:
         return _halt_tool(args, halt)
     policy = load_policy(args.policy)
     if policy.halt is None:
-        raise ConfigError(policy.path, "halt", "no [halt] section: halt flags are not configured")
+        print(f"halt flags are not configured: {policy.path} has no [halt] section (README: Halt flags)")
+        return EXIT_OK
     from .fetch import make_transport
 
     watch = halt.HaltWatch(policy.halt, make_transport(policy.fetch), policy.path)
@@ -217,9 +228,11 @@ def cmd_halt(args: argparse.Namespace) -> int:
         import getpass
 
         by = os.environ.get("SUDO_USER") or getpass.getuser()
-        entry = watch.set_override(args.id, args.reason, by)
+        entry = watch.set_override(args.id, args.reason, by, args.force, args.version)
         _log_event(policy, {"event": "halt-override", "id": args.id, **entry})
-        print(f"halt {args.id} overridden by {entry['by']} at {entry['at']}: {entry['reason']}")
+        what = (f"the stale halt feeds (until a feed is read again)" if args.id == halt.STALE_ID
+                else f"halt {args.id} v{entry['version']}")
+        print(f"{what} overridden by {entry['by']} at {entry['at']}: {entry['reason']}")
         return EXIT_OK
     if sub == "clear-override":
         existed = watch.clear_override(args.id)
@@ -227,11 +240,22 @@ def cmd_halt(args: argparse.Namespace) -> int:
         print(f"override of halt {args.id} {'cleared' if existed else 'was not set'}")
         return EXIT_OK
     watch.refresh()
-    now = watch._now()
     for fs in watch.status:
         print(f"feed {fs.url}: {'ok, ' if fs.ok else 'FAILED: '}{fs.message}")
+    if sub == "refresh":
+        if not any(fs.ok for fs in watch.status):
+            print("no halt feed could be read" + (f"; {watch.stale_text()}" if watch.stale_text() else ""))
+            return EXIT_BLOCKED
+        print("halt state saved" if watch.unsaved is None else f"NOT SAVED: {watch.unsaved}")
+        return EXIT_OK if watch.unsaved is None else EXIT_BLOCKED
+    return _halt_status(watch, policy, halt)
+
+
+def _halt_status(watch, policy, halt) -> int:
+    """``halt status``: every halt, override and brake; exit 1 while installs are blocked."""
+    now = watch._now()
     overrides = watch.state.get("overrides", {})
-    in_force = 0
+    in_force = blocking = 0
     for st in sorted(watch.statements.values(), key=lambda s: s.id):
         covers = "everything" if st.everything else "; ".join(
             f"{k} {', '.join(v)}" for k, v in (("packages", st.packages), ("versions", st.versions),
@@ -240,23 +264,27 @@ def cmd_halt(args: argparse.Namespace) -> int:
         in_force += state == "IN FORCE"
         line = (f"halt {st.id} v{st.version}: {state}: {st.reason}; covers {covers or '-'}; signed by "
                 f"{', '.join(st.signers)}; expires {halt.format_time(st.expires)}; from {st.origin}")
-        if st.id in overrides:
-            o = overrides[st.id]
-            line += f"; OVERRIDDEN by {o.get('by')} at {o.get('at')}: {o.get('reason')}"
+        o = overrides.get(st.id)
+        if state == "IN FORCE" and o and halt.override_applies(o, st):
+            line += f"; OVERRIDDEN by {halt.describe_override(o)}"
+        else:
+            blocking += state == "IN FORCE"
         print(line)
         for text in _halt_pattern_warnings(st):
             print(f"  warning: {text}")
+    for text in watch.override_report():
+        print(text)
     for text in watch.rejected + watch.dropped:
         print(f"not counted: {text}")
-    for text in watch.invalid:
-        print(f"INVALID STATE (every package is blocked): {text}")
-    if watch.unsaved:
-        print(f"UNSAVED: {watch.unsaved}: policy says {policy.halt.stale}")
-    stale = watch.stale_for()
-    if stale is not None:
-        print(f"STALE: no feed refreshed within max_age ({policy.halt.max_age}s): policy says {policy.halt.stale}")
-    print(f"{in_force} halt(s) in force")
-    return EXIT_OK
+    brakes = watch.blocking()
+    for text in brakes:
+        print(f"BLOCKING EVERY INSTALL: {text}")
+    if watch.stale_text() and not brakes:
+        o = watch.stale_override()
+        print(f"{watch.stale_text()}" + (f"; OVERRIDDEN by {halt.describe_override(o)}" if o else ""))
+    print(f"{in_force} halt(s) in force, {blocking} blocking"
+          + (f"; every install blocked: {len(brakes)} reason(s) above" if brakes else ""))
+    return EXIT_BLOCKED if blocking or brakes else EXIT_OK
 
 
 def _halt_tool(args: argparse.Namespace, halt) -> int:
@@ -267,13 +295,14 @@ def _halt_tool(args: argparse.Namespace, halt) -> int:
             signed, existing = doc["signed"], doc["signatures"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise halt.HaltError(f"{args.file}: not a signed halt document: {e}") from None
-        args.file.write_bytes(halt.sign_document(signed, signer, existing))
-        print(f"{args.file}: now {len(json.loads(args.file.read_text())['signatures'])} signature(s)")
-        return EXIT_OK
-    try:
-        expires = halt.parse_time(args.expires, "--expires")
-    except RebuildgateError as e:
-        raise PackageError(str(e)) from None
+        new = halt.sign_document(signed, signer, existing)
+        args.file.write_bytes(new)
+        count = len(json.loads(new)["signatures"])
+        if args.policy is None:
+            print(f"{args.file}: now {count} signature(s) (give --policy P to check them against its halt signers)")
+            return EXIT_OK
+        return _report_cosign(args, halt, new, signer)
+    expires = _expires(args.expires, halt)
     if args.version < 0:
         raise PackageError("--version must not be negative")
     if args.halt_command == "feed":
@@ -306,6 +335,44 @@ def _check_halt_repositories(patterns: list[str]) -> None:
         if finding.error:
             raise PatternError(f"--repository {finding.message()}")
         print(f"rebuildgate: warning: --repository {finding.message()}", file=sys.stderr)
+
+
+def _expires(text: str, halt) -> Any:
+    """``--expires``: an ISO 8601 time, or a date meaning the end of that day (UTC); never in the past."""
+    import datetime as dt
+
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+            expires = dt.datetime.combine(dt.date.fromisoformat(text.strip()), dt.time(23, 59, 59),
+                                          dt.timezone.utc)
+        else:
+            expires = halt.parse_time(text, "--expires")
+    except (RebuildgateError, ValueError) as e:
+        raise PackageError(f"--expires {text!r}: {e}") from None
+    if expires <= dt.datetime.now(dt.timezone.utc):
+        raise PackageError(f"--expires {halt.format_time(expires)} is in the past: nobody would ever act on it")
+    print(f"expires {halt.format_time(expires)}")
+    return expires
+
+
+def _report_cosign(args: argparse.Namespace, halt, document: bytes, signer: Any) -> int:
+    """Say whether the new signature is a trusted halt signer's, and how many count."""
+    from .evidence import load_keyset, parse_metablock, signers_of
+
+    policy = load_policy(args.policy)
+    if policy.halt is None:
+        raise ConfigError(policy.path, "halt", "no [halt] section: there are no halt signers to check against")
+    keysets = [load_keyset(s, i, policy.path, "halt.signer") for i, s in enumerate(policy.halt.signers)]
+    _signed, sigs, data = parse_metablock(document)
+    valid = signers_of(sigs, data, keysets)
+    mine = [sig for sig in sigs if sig.keyid == signer.public_key.keyid]
+    by_me = signers_of(mine, data, keysets) if mine else {}
+    print(f"{args.file}: now {halt.signature_count(len(sigs), valid)}; {policy.halt.threshold} required")
+    if by_me:
+        print(f"the new signature is by trusted halt signer {', '.join(by_me)}")
+        return EXIT_OK
+    print(f"WARNING: the new signature is not by a halt signer of {policy.path}: it will not count", file=sys.stderr)
+    return EXIT_BLOCKED
 
 
 def _log_event(policy, entry: dict) -> None:

@@ -27,12 +27,15 @@ The rule, in full:
    documents never vote; each is reported as what it is.
 6. Only the admin relaxes a block: a matching, unexpired allowlist entry or
    ``mode = "audit"`` lets a blocked artifact through (``allowed``), and the
-   verdict says which relaxation applied so the front end can log it.  An
-   ungated repository is allowed without evidence, and says so.
+   verdict says which relaxation applied (``relaxed_by``) so the front end
+   can show and log it.  An ungated repository is allowed without evidence,
+   and says so.
 7. A halt in force for the artifact blocks it whatever the votes, unless the
    admin overrode that halt; audit mode, the allowlist and an ungated
    repository do not lift a halt (a halt is a deliberate, signed decision
    of K developers), and halts that could not be evaluated count as one.
+   An override that lets an artifact through is a relaxation like the others
+   (``relaxed_by`` names it).
 8. Halts and the allowlist judge the package by what the package **file**
    says it is (name, version with epoch, source), whenever the file is at
    hand: a repository index may lie about all three.  When the index's
@@ -71,12 +74,24 @@ class Rule:
 
 @dataclass(frozen=True)
 class HaltNotice:
-    """A halt in force for the artifact, as :mod:`rebuildgate.halt` found it."""
+    """A halt in force for the artifact, as :mod:`rebuildgate.halt` found it.
+
+    ``kind`` is ``"halt"`` for a statement K signers signed, ``"brake"`` for
+    the policy's own brake (halt feeds stale, halt state unsaved or invalid,
+    halts that could not be evaluated): the latter are not anyone's halt and
+    are worded as what they are.
+    """
 
     id: str
     reason: str
     signers: tuple[str, ...]
     overridden: str | None = None  # the admin's recorded override, if any
+    kind: str = "halt"
+
+    def describe(self) -> str:
+        if self.kind == "halt":
+            return f"halted by {self.id} ({self.reason}; signed by {_join(self.signers)})"
+        return self.reason
 
 
 @dataclass(frozen=True)
@@ -129,6 +144,8 @@ class Verdict:
         state = self.verdict
         if self.relaxed_by and not self.accepted:
             state = f"blocked, allowed by {self.relaxed_by}"
+        elif self.relaxed_by:
+            state = f"accepted past {self.relaxed_by}"
         return one_line(f"{self.artifact.label}: {state}: {self.reason}", 4000)
 
     def to_json(self) -> dict:
@@ -321,18 +338,22 @@ def decide(artifact: Artifact, rule: Rule, reports: Sequence[RebuilderReport]) -
     halts_in_force = [h for h in rule.halts if not h.overridden]
     overridden = [h for h in rule.halts if h.overridden]
     allowed = verdict == ACCEPTED
-    relaxed_by: str | None = None
+    relaxed: list[str] = []
     if halts_in_force:
         verdict, allowed = BLOCKED, False
-        reason = (_join(f"halted by {h.id} ({h.reason}; signed by {_join(h.signers)})"
-                        for h in halts_in_force) + "; " + reason)
+        reason = _join(h.describe() for h in halts_in_force) + "; " + reason
     else:
         if overridden:
             reason += "; " + _join(f"halt {h.id} overridden by admin: {h.overridden}" for h in overridden)
         if not allowed and rule.allowlisted:
-            allowed, relaxed_by = True, f"allowlist ({rule.allowlisted})"
+            allowed = True
+            relaxed.append(f"allowlist ({rule.allowlisted})")
         elif not allowed and rule.mode == "audit":
-            allowed, relaxed_by = True, "audit mode"
+            allowed = True
+            relaxed.append("audit mode")
+        if allowed and overridden:  # the brake was released by the admin: as loud as audit mode
+            relaxed.insert(0, "admin override of " + _join(f"halt {h.id}" for h in overridden))
+    relaxed_by = "; ".join(relaxed) or None
 
     return Verdict(
         artifact=artifact,

@@ -63,14 +63,15 @@ def saved_halts(policy: Policy) -> SavedHalts | None:
         watch.load_saved()
     except HaltError as e:
         return SavedHalts(str(watch.path), problem=str(e))
-    stale = watch.stale_for()
-    why = None
-    if stale is not None:
-        never = not any(f.get("refreshed") for f in watch.state.get("feeds", {}).values())
-        why = ("no halt feed has ever been read" if never else
-               f"no halt feed refreshed for {int(stale)}s (max_age {policy.halt.max_age}s)")
-        why += (": every package is blocked until one is" if policy.halt.stale == "block" else
-                ": policy says warn")
+    why = watch.stale_text()
+    if why is not None:
+        if watch.stale_override():
+            why += ": overridden by the admin"
+        elif policy.halt.stale == "block":
+            why += (": every package is blocked until a feed is read (`rebuildgate halt refresh`; "
+                    "README: Halt flags, set-up order)")
+        else:
+            why += ": the policy says warn"
     return SavedHalts(str(watch.path), tuple(watch.statements.values()), dict(watch.state.get("overrides", {})),
                       watch._now(), why)
 
@@ -130,6 +131,8 @@ def _halts(repo_id: str, halts: SavedHalts | None) -> list[str]:
              "reads them):"]
     if halts.stale:
         lines.append(f"    {halts.stale}")
+    from .halt import describe_override, override_applies
+
     found = 0
     for st in sorted(halts.statements, key=lambda s: s.id):
         if st.action != "halt" or st.expired(halts.now):
@@ -139,8 +142,8 @@ def _halts(repo_id: str, halts: SavedHalts | None) -> list[str]:
         found += 1
         what = _covers(st)
         override = halts.overrides.get(st.id)
-        overridden = (f"; OVERRIDDEN by {override.get('by')} at {override.get('at')}: {override.get('reason')}"
-                      if override else "")
+        overridden = (f"; OVERRIDDEN by {describe_override(dict(override))}"
+                      if override and override_applies(override, st) else "")
         lines.append(f"    halt {st.id} v{st.version} stops {what}: {st.reason}; signed by "
                      f"{', '.join(st.signers)}{overridden}")
     if not found:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import fnmatch
+import hashlib
 import json
 import logging
 import re
@@ -56,6 +57,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import repoid
+from securesystemslib.formats import encode_canonical
+
 from .atomic import write_atomic
 from .decide import HaltNotice
 from .errors import EvidenceError, MalformedEvidence, RebuildgateError
@@ -152,6 +155,7 @@ class Statement:
     raw: bytes = field(repr=False, default=b"")
     origin: str = ""
     sha256: tuple[str, ...] = ()
+    digest: str = ""  # sha256 of the canonical signed part: what an override names, besides id and version
 
     def expired(self, now: _dt.datetime) -> bool:
         return now >= self.expires
@@ -203,8 +207,18 @@ def _signed_by(raw: bytes, kind: str, signers: list[KeySet], threshold: int, wha
     if len(who) < threshold:
         ident = signed.get("id") if isinstance(signed.get("id"), str) else ""
         raise BelowThreshold(f"{what} {ident[:40]} has {len(who)} of {threshold} required signatures "
-                             f"({', '.join(sorted(who)) or 'none valid'})".replace("  ", " "))
+                             f"({signature_count(len(sigs), who)})".replace("  ", " "))
     return signed, tuple(sorted(who))
+
+
+def signature_count(present: int, valid: dict[str, str] | Iterable[str]) -> str:
+    """"2 signatures present, none valid" / "2 signatures, 1 valid from distinct trusted signers (alice)":
+    a forged signature and a missing one are different problems for whoever must fix them."""
+    names = sorted(valid)
+    plural = "s" if present != 1 else ""
+    if not names:
+        return f"{present} signature{plural} present, none valid" if present else "no signature"
+    return f"{present} signature{plural}, {len(names)} valid from distinct trusted signers ({', '.join(names)})"
 
 
 def read_statement(raw: bytes, signers: list[KeySet], threshold: int, origin: str = "") -> Statement:
@@ -230,7 +244,8 @@ def read_statement(raw: bytes, signers: list[KeySet], threshold: int, origin: st
         reason=" ".join(reason.split())[:300],
         issued=parse_time(signed.get("issued"), "issued"), expires=parse_time(signed.get("expires"), "expires"),
         everything=everything, packages=_patterns(signed, "packages"), versions=_patterns(signed, "versions"),
-        repositories=_patterns(signed, "repositories"), signers=who, raw=raw, origin=origin, sha256=digests)
+        repositories=_patterns(signed, "repositories"), signers=who, raw=raw, origin=origin, sha256=digests,
+        digest=hashlib.sha256(encode_canonical(signed).encode("utf-8")).hexdigest())
     if action == "halt" and not (everything or statement.packages or statement.versions or statement.repositories
                                  or statement.sha256):
         raise MalformedEvidence(f"halt statement {ident} covers nothing "
@@ -267,6 +282,19 @@ def merge(known: dict[str, Statement], incoming: Statement) -> bool:
     return False
 
 
+def override_applies(entry: Any, st: Statement) -> bool:
+    """An admin's override covers exactly the halt it was given for: the same
+    id, version and content.  A re-issued halt (a new version, perhaps with a
+    wider reach) is not covered by an override of the old one."""
+    if not isinstance(entry, dict) or entry.get("version") != st.version:
+        return False
+    return entry.get("digest") in (None, st.digest)
+
+
+def describe_override(entry: dict) -> str:
+    return f"{entry.get('by')} at {entry.get('at')}: {entry.get('reason')}"
+
+
 def notices(artifact: Artifact, statements: Iterable[Statement], overrides: dict[str, dict],
             now: _dt.datetime) -> tuple[HaltNotice, ...]:
     """The halts in force for *artifact*, overridden ones marked as such."""
@@ -275,7 +303,7 @@ def notices(artifact: Artifact, statements: Iterable[Statement], overrides: dict
         if st.action != "halt" or st.expired(now) or not st.matches(artifact):
             continue
         o = overrides.get(st.id)
-        overridden = f"{o.get('by')} at {o.get('at')}: {o.get('reason')}" if o else None
+        overridden = describe_override(o) if o and override_applies(o, st) else None
         out.append(HaltNotice(st.id, st.reason, st.signers, overridden))
     return tuple(out)
 
@@ -445,7 +473,7 @@ class HaltWatch:
         log.warning("rebuildgate: %s", why)
 
     def _refresh_feed(self, url: str) -> bool:
-        from .errors import FetchError
+        from .errors import EvidenceMissing, FetchError
 
         now = self._now()
         feeds = self.state["feeds"]
@@ -457,6 +485,9 @@ class HaltWatch:
             seen = feeds.get(url, {}).get("version", -1)
             if feed.version < seen:
                 raise Rollback(f"feed version {feed.version} is older than version {seen} seen before")
+        except EvidenceMissing:
+            self.status.append(FeedStatus(url, False, f"no halt feed is published at {url} (not found)"))
+            return False
         except (FetchError, EvidenceError) as e:
             self.status.append(FeedStatus(url, False, f"{e.kind}: {e}"))
             return False
@@ -475,6 +506,37 @@ class HaltWatch:
         self.status.append(FeedStatus(url, True, f"version {feed.version}, signed by {', '.join(feed.signers)}",
                                       feed.version))
         return True
+
+    def last_refresh(self) -> float:
+        """When a feed was last read successfully (0: never; a time ahead of the clock is not believed)."""
+        now = self._now().timestamp()
+        times = [f.get("refreshed", 0) for f in self.state.get("feeds", {}).values()]
+        return max((t for t in times if isinstance(t, (int, float)) and t <= now + CLOCK_SKEW), default=0)
+
+    def stale_text(self) -> str | None:
+        """The staleness in words (feeds not refreshed since …), or None while feeds are fresh."""
+        stale = self.stale_for()
+        if stale is None:
+            return None
+        last = self.last_refresh()
+        when = format_time(_dt.datetime.fromtimestamp(last, _dt.timezone.utc))
+        since = ("no halt feed has ever been read on this machine" if not last else
+                 f"halt feeds not refreshed since {when} (max_age {self.settings.max_age}s)")
+        return f"{STALE_ID}: {since}; stale = {self.settings.stale}"
+
+    def stale_override(self) -> dict | None:
+        """The admin's override of the present staleness, if one was given for it."""
+        o = self.state.get("overrides", {}).get(STALE_ID)
+        return o if isinstance(o, dict) and o.get("since") == self.last_refresh() else None
+
+    def blocking(self) -> list[str]:
+        """What stops installs right now besides the halts themselves (for ``halt status``)."""
+        out = list(f"{INVALID_ID}: {text}" for text in self.invalid)
+        if self.unsaved is not None and self.settings.stale == "block":
+            out.append(f"{UNSAVED_ID}: {self.unsaved}; stale = block")
+        elif self.stale_for() is not None and self.settings.stale == "block" and not self.stale_override():
+            out.append(self.stale_text() or STALE_ID)
+        return out
 
     def stale_for(self) -> float | None:
         """Seconds since the last successful refresh of any feed, if over max_age.
@@ -495,35 +557,83 @@ class HaltWatch:
         self.refresh()
         found = notices(artifact, self.statements.values(), self.state.get("overrides", {}), self._now())
         if self.invalid:
-            found += (HaltNotice(INVALID_ID, f"halt state {self.path} holds a statement that no longer verifies "
-                                 f"({self.invalid[0]}); what it hid cannot be known: mend or remove the file",
-                                 ("rebuildgate",)),)
-        stale = self.stale_for()
+            found += (HaltNotice(INVALID_ID, f"{INVALID_ID}: halt state {self.path} holds a statement that no longer "
+                                 f"verifies ({self.invalid[0]}); what it hid cannot be known: mend or remove the file",
+                                 ("rebuildgate",), kind="brake"),)
         if self.unsaved is not None:
-            why = f"{self.unsaved}, so what the halt feeds said cannot be relied on"
+            why = f"{UNSAVED_ID}: {self.unsaved}, so what the halt feeds said cannot be relied on"
             if self.settings.stale == "block":
-                found += (HaltNotice(UNSAVED_ID, why + "; stale = block", ("policy",)),)
+                found += (HaltNotice(UNSAVED_ID, why + "; stale = block", ("policy",), kind="brake"),)
             else:
                 log.warning("rebuildgate: %s; stale = warn", why)
-        elif stale is not None:
-            never = not any(f.get("refreshed") for f in self.state.get("feeds", {}).values())
-            why = ("no halt feed has ever been read" if never else
-                   f"no halt feed refreshed for {int(stale)}s (max_age {self.settings.max_age}s)")
+        elif (text := self.stale_text()) is not None:
             if self.settings.stale == "block":
-                found += (HaltNotice(STALE_ID, why + "; policy says block", ("policy",)),)
+                o = self.stale_override()
+                found += (HaltNotice(STALE_ID, text + ": the policy says block until a feed is read "
+                                     "(rebuildgate halt refresh) or the staleness is overridden", ("policy",),
+                                     describe_override(o) if o else None, kind="brake"),)
             else:
-                log.warning("rebuildgate: %s; policy says warn", why)
+                log.warning("rebuildgate: %s: the policy says warn", text)
         return found
 
     # -- admin overrides -------------------------------------------------------
 
-    def set_override(self, ident: str, reason: str, by: str) -> dict[str, str]:
+    def set_override(self, ident: str, reason: str, by: str, force: bool = False,
+                     version: int | None = None) -> dict[str, Any]:
+        """Record the admin's override of halt *ident* as it is now in force.
+
+        The override names the halt's version and content digest, so that a
+        re-issued halt is not silently covered.  ``halt-feeds-stale`` overrides
+        the present staleness (until a feed is read again).  An id that is
+        not in force is refused (a typo must not look like success) unless
+        *force*, which needs the *version* to cover.
+        """
+        self.refresh()
+        entry: dict[str, Any] = {"by": by, "at": format_time(self._now()), "reason": " ".join(reason.split())}
+        if ident == STALE_ID:
+            if self.stale_for() is None:
+                raise HaltError("the halt feeds are not stale: there is nothing to override")
+            entry["since"] = self.last_refresh()
+        else:
+            st = self.statements.get(ident)
+            if st is not None and st.action == "halt" and not st.expired(self._now()):
+                entry.update(version=st.version, digest=st.digest)
+            elif not force:
+                known = ", ".join(sorted(i for i, s in self.statements.items() if s.action == "halt")) or "none"
+                raise HaltError(f"no halt {ident!r} is in force (halts known: {known}); check the id, or give "
+                                "--force --version N to record an override for a halt not seen yet")
+            elif version is None:
+                raise HaltError("--force needs --version N: an override names the halt version it covers")
+            else:
+                entry["version"] = version
         with self._lock:
             self.state = self._load_state()
-            entry = {"by": by, "at": format_time(self._now()), "reason": " ".join(reason.split())}
             self.state["overrides"][ident] = entry
             self._write_or_fail()
-            return entry
+        return entry
+
+    def override_report(self) -> list[str]:
+        """Every recorded override and whether it still covers anything (``halt status``)."""
+        out = []
+        for ident, o in sorted(self.state.get("overrides", {}).items()):
+            if not isinstance(o, dict):
+                continue
+            who = describe_override(o)
+            if ident == STALE_ID:
+                what = "applies to the present staleness" if self.stale_override() is o else \
+                    "no longer matches (the feeds were read since)"
+                out.append(f"override of {STALE_ID} by {who}: {what}")
+                continue
+            st = self.statements.get(ident)
+            if st is None or st.action != "halt" or st.expired(self._now()):
+                out.append(f"override of halt {ident} v{o.get('version', '?')} by {who}: DANGLING, "
+                           "no such halt is in force")
+            elif override_applies(o, st):
+                out.append(f"override of halt {ident} v{st.version} by {who}: applies")
+            else:
+                out.append(f"override of halt {ident} v{o.get('version', '?')} by {who}: NO LONGER MATCHES "
+                           f"(halt {ident} is now v{st.version}): the halt is in force")
+        return out
 
     def clear_override(self, ident: str) -> bool:
         with self._lock:

@@ -220,7 +220,8 @@ class Verifier:
         try:
             halts = tuple(self._halts(artifact))
         except Exception as e:  # noqa: BLE001 - halts unreadable: fail closed
-            halts = (HaltNotice("halt-error", f"halts could not be evaluated: {e}", ("rebuildgate",)),)
+            halts = (HaltNotice("halt-error", f"halt-error: halts could not be evaluated: {e}", ("rebuildgate",),
+                                kind="brake"),)
         return Rule(**{**rule.__dict__, "halts": halts}), resolution.rebuilders
 
     def submit(self, artifact: Artifact) -> PendingVerdict:
@@ -315,7 +316,7 @@ class Verifier:
         A verdict whose decision log line could not be written says so
         (``unlogged``): front ends show it, since an admin relies on that log.
         """
-        if verdict.relaxed_by and not verdict.accepted:
+        if verdict.relaxed_by:
             log.warning("rebuildgate: %s", verdict.summary())
         lost = self._write_log(verdict)
         return replace(verdict, unlogged=lost) if lost else verdict

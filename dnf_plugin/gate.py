@@ -324,7 +324,12 @@ class Gate:
     def _judge(self, verdicts: Sequence[Verdict], when: str, footer: str,
                notes: dict[tuple[str, str | None], str] | None = None) -> None:
         blocked = [v for v in verdicts if not v.allowed]
-        relaxed = [v for v in verdicts if v.allowed and not v.accepted]
+        relaxed = [v for v in verdicts if v.allowed and v.relaxed_by and not v.accepted]
+        overridden = [v for v in verdicts if v.allowed and v.relaxed_by and v.accepted]
+        if overridden:
+            why = ", ".join(sorted({v.relaxed_by or "?" for v in overridden}))
+            log.warning("rebuildgate: %d package(s) let through past a halt by the admin's override (%s); "
+                        "decision log: %s", len(overridden), why, self.log_path)
         unlogged = [v for v in verdicts if v.unlogged]
         if unlogged:
             log.warning("rebuildgate: %d of %d decision log line(s) were not written: %s", len(unlogged),

@@ -155,7 +155,7 @@ def test_halt_state_that_cannot_be_saved_blocks(world: World, apt: AptEnv) -> No
         assert [p.name for p in state_dir.iterdir()] == [".filler"]  # no temporary file left behind
     assert result.returncode == 100, result
     [line] = failures(result, "hello")
-    assert "halted by halt-state-unsaved (cannot save halt state" in line and "stale = block" in line
+    assert "halt-state-unsaved: cannot save halt state" in line and "stale = block" in line
     assert apt.downloaded() == []
 
 
@@ -173,4 +173,4 @@ def test_unreadable_halt_state_blocks(world: World, apt: AptEnv) -> None:
     result = fetch(apt, repo.http, policy, "hello")
     assert result.returncode == 100, result
     [line] = failures(result, "hello")
-    assert "halted by halt-error" in line and "is unreadable" in line
+    assert "halt-error: halts could not be evaluated" in line and "is unreadable" in line

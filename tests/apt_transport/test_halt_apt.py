@@ -82,5 +82,32 @@ def test_halt_naming_a_flat_repository_as_host_slash_star_stops_apt(world: World
 
     status = run_command([sys.executable, "-m", "rebuildgate.cli", "halt", "status", "--policy", str(policy)],
                          None, 60)
-    assert status.returncode == 0 and "halt H-1 v1: IN FORCE" in status.output
+    assert status.returncode == 1 and "halt H-1 v1: IN FORCE" in status.output  # 1: the halt blocks installs
     assert f"repository pattern '{host}/*' misses the repository '{host}' itself" in status.output
+
+
+def test_an_override_shows_a_warning_in_apt(world: World, apt_factory) -> None:
+    """An admin's override lets the package through as loudly as audit mode does: a W: line."""
+    import subprocess
+    import sys
+
+    hello = world.package("hello")
+    repo = world.repo([hello])
+    rbs = [world.rebuilder(f"rb{i}") for i in range(2)]
+    for rb in rbs:
+        world.attest(rb, hello)
+    team = HaltTeam(world.base / "team")
+    policy = world.policy(rbs, threshold=2, tables=team.tables(), arrays=team.arrays())
+    team.publish(team.statement("alice", "bob", packages=["hello"]))
+    r = subprocess.run([sys.executable, "-m", "rebuildgate.cli", "halt", "override", "H-1", "--reason",
+                        "checked: harmless", "--policy", str(policy)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    apt: AptEnv = apt_factory("overridden")
+    apt.sources([flat_source(repo.http, "rebuildgate+")])
+    opts = {"Rebuildgate::Policy": str(policy)}
+    assert apt.update(options=opts).returncode == 0
+    result = apt.download("hello", options=opts)
+    assert result.returncode == 0, result
+    [warning] = [x for x in result.output.splitlines() if x.startswith("W:") and "rebuildgate" in x]
+    assert "hello 1.0-1 (all): accepted past admin override of halt H-1" in warning and "checked: harmless" in warning
+    assert apt.downloaded() == ["hello_1.0-1_all.deb"]

@@ -61,7 +61,8 @@ def test_halts_come_from_the_saved_state_without_fetching(tmp_path) -> None:
                  team.statement("alice", "bob", ident="H-3", repositories=["deb.debian.org/debian"]))
     before = saved_halts(policy)
     assert before.statements == ()
-    assert before.stale == "no halt feed has ever been read: every package is blocked until one is"
+    assert before.stale.startswith("halt-feeds-stale: no halt feed has ever been read on this machine; "
+                                   "stale = block: every package is blocked until a feed is read")
     from rebuildgate.fetch import make_transport
 
     HaltWatch(policy.halt, make_transport(policy.fetch), policy.path).refresh()  # an install saved them

@@ -245,7 +245,7 @@ def test_cli_tools_for_signers_and_admins(team) -> None:
             LATER.isoformat(), "-o", str(team.feed), str(st))
     assert r.returncode == 0, r.stderr
     r = run("halt", "status", "--policy", str(team.policy_path))
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # installs are being blocked by a halt (issue: status exits 1 then)
     assert "halt H-9 v1: IN FORCE: backdoor in hello" in r.stdout and "signed by alice, bob" in r.stdout
     assert "1 halt(s) in force" in r.stdout
     r = run("verify", "--policy", str(team.policy_path), "--artifact", FILE, "--sha256", ART.sha256,
@@ -310,7 +310,7 @@ def test_halt_status_and_check_config_name_a_signed_pattern_no_id_matches(team) 
     team.publish(team.statement("alice", "bob", repositories=["deb.example/debian/*"]))
     assert not team.verdict().allowed  # ART comes from deb.example/debian
     r = run("halt", "status", "--policy", str(team.policy_path))
-    assert r.returncode == 0 and "halt H-1 v1: IN FORCE" in r.stdout
+    assert r.returncode == 1 and "halt H-1 v1: IN FORCE" in r.stdout  # 1: a halt is blocking installs
     assert ("warning: halt H-1 v1: repository pattern 'deb.example/debian/*' misses the repository "
             "'deb.example/debian' itself") in r.stdout
     assert "it is read as 'deb.example/debian', 'deb.example/debian/*'" in r.stdout
@@ -452,11 +452,11 @@ def test_a_stored_halt_that_no_longer_verifies_blocks_everything(team) -> None:
     path.write_text(json.dumps(state))
     team.publish()  # the feed no longer lists it
     v = team.verdict()
-    assert not v.allowed and "halted by halt-state-invalid" in v.reason
+    assert not v.allowed and "halt-state-invalid: halt state" in v.reason
     assert "a signature by a trusted signer does not verify" in v.reason
     r = subprocess.run([sys.executable, "-m", "rebuildgate.cli", "halt", "status", "--policy", str(team.policy_path)],
                        capture_output=True, text=True, timeout=60)
-    assert "INVALID STATE (every package is blocked): stored halt H-1" in r.stdout
+    assert "BLOCKING EVERY INSTALL: halt-state-invalid: stored halt H-1" in r.stdout and r.returncode == 1
 
 
 def test_a_stored_halt_whose_signer_left_the_policy_is_dropped_and_reported(tmp_path, tmp_keys, caplog) -> None:
@@ -485,7 +485,7 @@ def test_a_refresh_time_in_the_future_is_not_believed(tmp_path, tmp_keys) -> Non
         assert v.verify_many([ART])[0].allowed
     t.feed.unlink()  # the feed disappears
     v = t.verdict()
-    assert not v.allowed and "halted by halt-feeds-stale" in v.reason
+    assert not v.allowed and "halt-feeds-stale: no halt feed has ever been read on this machine" in v.reason
 
 
 def test_an_oversized_state_file_is_refused_unread(team, monkeypatch) -> None:
