@@ -33,6 +33,7 @@ import asyncio
 import base64
 import ipaddress
 import json
+import logging
 import os
 import re
 import socket
@@ -54,7 +55,11 @@ from .model import Artifact
 from .policy import FetchSettings, Rebuilder
 from .pool import DaemonPool
 
+log = logging.getLogger("rebuildgate")
+
 MAX_REDIRECTS = 3
+#: The share of the time left to a request that a cache read may take.
+CACHE_SHARE = 0.25
 MAX_REBUILDERD_RECORDS = 8
 USER_AGENT = "rebuildgate/0.1"
 
@@ -619,6 +624,9 @@ class Transport:
     * a host that timed out once is not asked again by this Transport (one
       apt or dnf run), so a dead rebuilder costs one deadline, not one per
       package;
+    * the on-disk cache is read and written on worker threads, never on
+      the loop: a read that hangs (a network file system) costs at most a
+      quarter of the time left, after which the cache is off for the run;
     * :meth:`slots` bounds the jobs of a Verifier to ``max_workers``.
 
     The coroutine :meth:`fetch` runs on the Transport's event loop
@@ -643,6 +651,8 @@ class Transport:
         self._done: OrderedDict[str, bytes | None] = OrderedDict()  # None: missing (404)
         self._done_bytes = 0
         self._tripped: dict[str, str] = {}
+        self._cache_writer = DaemonPool(1, "rbg-cache")  # writes never queue ahead of reads
+        self._cache_off = False
 
     # -- threads <-> loop -----------------------------------------------------
 
@@ -671,6 +681,7 @@ class Transport:
     def close(self) -> None:
         self._io.close(self.http.close)
         self._blocking.shutdown()
+        self._cache_writer.shutdown()
 
     # -- on the loop ----------------------------------------------------------
 
@@ -744,9 +755,9 @@ class Transport:
     async def _fetch(self, url: str, deadline: float, root: str | None, use_cache: bool) -> bytes:
         if url.startswith("file://"):
             return await self._blocking_call(self._read_file, url, root, deadline)
-        cache = self.cache if use_cache else None
+        cache = self.cache if use_cache and not self._cache_off else None
         if cache:
-            cached = cache.get(url)
+            cached = await self._cache_get(cache, url, deadline)
             if cached is not None:
                 return cached
         host = urlsplit(url).netloc
@@ -759,8 +770,28 @@ class Transport:
             self._tripped.setdefault(host, str(e)[:120])
             raise
         if cache:
-            cache.put(url, body)
+            self._cache_writer.submit(cache.put, url, body)  # in the background: never delays a verdict
         return body
+
+    async def _cache_get(self, cache: DocumentCache, url: str, deadline: float) -> bytes | None:
+        """The cached body of *url*, read on a worker thread, or None.
+
+        A cache read that takes more than a quarter of the time left is a
+        miss (the rest is for the rebuilder), and the cache is off for the
+        rest of the run: the worker it holds may be stuck for good.
+        """
+        wait = max(deadline - time.monotonic(), 0.0) * CACHE_SHARE
+        try:
+            async with asyncio.timeout(wait):
+                return await asyncio.wrap_future(self._blocking.submit(cache.get, url))
+        except TimeoutError:
+            if not self._cache_off:
+                self._cache_off = True
+                log.warning("rebuildgate: reading the evidence cache %s took more than %.1fs; "
+                            "not used for the rest of this run", cache.directory, wait)
+            return None
+        except Exception:  # noqa: BLE001 - the cache can only make things faster, never fail them
+            return None
 
     async def _blocking_call(self, fn: Any, url: str, root: str | None, deadline: float) -> bytes:
         try:
