@@ -44,7 +44,9 @@ class _Job:
 
     At most ``max_workers`` jobs run at once.  Counting from submission
     would time out packages of a large transaction whose rebuilders are
-    fine but whose turn had not come.  ``report`` is set on the fetcher's
+    fine but whose turn had not come.  A job that has not started is waited
+    for only while jobs keep starting and ending (see
+    :meth:`PendingVerdict._limit`).  ``report`` is set on the fetcher's
     loop when the job ends.
     """
 
@@ -62,8 +64,6 @@ class PendingVerdict:
 
     #: Grace after a job's deadline for it to notice and return.
     GRACE = 1.0
-    #: The longest :meth:`result` waits for jobs that have not even started.
-    QUEUE_LIMIT = 600.0
 
     def __init__(self, verifier: "Verifier", artifact: Artifact, rule: Rule, jobs: list[_Job],
                  running: "Future[Any] | None") -> None:
@@ -80,9 +80,20 @@ class PendingVerdict:
         return self._verdict is not None or self._running is None or self._running.done()
 
     def _limit(self, job: _Job) -> float:
+        """Until when :meth:`result` waits for *job*.
+
+        A running job ends by its deadline.  A queued one waits for a slot,
+        and while the fetcher is healthy a slot frees up at least once per
+        deadline (every running job ends by then), so a queue of any length
+        keeps moving: it is waited for as long as some job started or ended
+        within the last deadline.  When nothing has moved for a whole
+        deadline the fetcher is stuck, and the queued job fails closed then,
+        about one deadline after the last sign of life, not after minutes.
+        """
+        deadline = self._verifier.policy.fetch.deadline + self.GRACE
         if job.started is None:
-            return self._submitted + self.QUEUE_LIMIT
-        return job.started + self._verifier.policy.fetch.deadline + self.GRACE
+            return max(self._submitted, self._verifier.last_progress) + deadline
+        return job.started + deadline
 
     def _wait(self) -> None:
         """Until every job is done or past its own limit; no busy loop.
@@ -152,6 +163,8 @@ class Verifier:
         self.transport = make_transport(policy.fetch, proxy)
         self.sources = {rb.name: EvidenceSource(rb, self.transport) for rb in policy.rebuilders}
         self._checkers = DaemonPool(CHECKERS, "rbg-check")
+        #: When a job last started or ended (monotonic; see PendingVerdict._limit).
+        self.last_progress = time.monotonic()
         self._today = today
         if halts is None and policy.halt is not None:
             from .halt import HaltWatch
@@ -233,7 +246,7 @@ class Verifier:
         """One job, never raising: whatever goes wrong costs this rebuilder's vote."""
         try:
             async with self.transport.slots():
-                job.started = time.monotonic()
+                job.started = self.last_progress = time.monotonic()
                 deadline = job.started + self.policy.fetch.deadline
                 try:
                     async with asyncio.timeout_at(deadline + 0.2):  # the fetcher's own deadline comes first
@@ -242,6 +255,8 @@ class Verifier:
                     job.report = _timed_out(rebuilder.name, self.policy.fetch.deadline)
         except Exception as e:  # noqa: BLE001 - a bug costs the vote, never opens the gate
             job.report = RebuilderReport(rebuilder.name, (), (Problem("internal-error", repr(e)[:300]),))
+        finally:
+            self.last_progress = time.monotonic()
 
     async def _report(self, rebuilder: Rebuilder, artifact: Artifact, deadline: float) -> RebuilderReport:
         """Fetch and check one rebuilder's evidence for one artifact."""

@@ -213,6 +213,41 @@ def test_queued_packages_do_not_time_out(world) -> None:
     assert all(v.accepted for v in verdicts), [v.reason for v in verdicts if not v.accepted]
 
 
+def test_jobs_queued_behind_a_stuck_fetcher_fail_closed_within_about_a_deadline(world, monkeypatch) -> None:
+    """A job that cannot start because what it waits for is stuck (here a
+    blocking call on the fetcher's event loop, as a FIFO in the cache once
+    caused) does not wait the old 600 s: with nothing started or ended for a
+    deadline, every verdict is given, blocking, about a deadline later."""
+    import threading
+
+    from rebuildgate.fetch import EvidenceSource
+    from rebuildgate.verify import PendingVerdict
+
+    deadline = 1.0
+    _, policy = world(2, threshold=1, fetch={"deadline": deadline, "max_workers": 1})
+    stuck = threading.Event()
+    original = EvidenceSource.fetch_documents
+
+    async def freezing(self, artifact, deadline):
+        if self.rebuilder.name == "rb1":
+            stuck.wait(60)  # the whole loop stops, as in a blocking open(2)
+        return await original(self, artifact, deadline)
+
+    monkeypatch.setattr(EvidenceSource, "fetch_documents", freezing)
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.setdefault("verdicts", verify(policy, artifact(), artifact())),
+                              daemon=True)
+    limit = deadline + PendingVerdict.GRACE + 3.0
+    try:
+        thread.start()
+        thread.join(limit)
+        assert not thread.is_alive(), f"no verdicts {limit:g}s after submitting (deadline {deadline:g}s)"
+    finally:
+        stuck.set()
+    for v in box["verdicts"]:
+        assert not v.allowed and {name for name, _ in v.errors} == {"rb1", "rb2"}, v.reason
+
+
 def test_refuse_applies_policy_relaxations_and_logs(world, tmp_path) -> None:
     from rebuildgate.model import Problem
     _, policy = world(1, publish=False, arrays={"repository": [{"match": ["free"], "gate": False}]})
