@@ -260,8 +260,9 @@ class Verifier:
 
     async def _report(self, rebuilder: Rebuilder, artifact: Artifact, deadline: float) -> RebuilderReport:
         """Fetch and check one rebuilder's evidence for one artifact."""
+        source = self.sources[rebuilder.name]
         try:
-            documents = await self.sources[rebuilder.name].fetch_documents(artifact, deadline)
+            documents = await source.fetch_documents(artifact, deadline)
         except EvidenceMissing as e:
             return RebuilderReport(rebuilder.name, (), (Problem("missing", str(e)),))
         except FetchError as e:
@@ -271,31 +272,41 @@ class Verifier:
         # Signature checks release the GIL: on checker threads they run on
         # another core while this loop goes on reading answers.
         outcomes = await asyncio.wrap_future(self._checkers.submit(
-            lambda: [self._check(rebuilder.name, doc.url, doc.body) for doc in documents]))
-        for outcome in outcomes:
+            lambda: [self._check(source, doc.url, doc.body) for doc in documents]))
+        for outcome, cpu in outcomes:
             if isinstance(outcome, SignedLink):
                 links.append(outcome)
             else:
                 problems.append(outcome)
+                if cpu is not None:
+                    self.transport.charge_check(source.origin, cpu)
         return RebuilderReport(rebuilder.name, tuple(links), tuple(problems))
 
-    def _check(self, rebuilder: str, url: str, body: bytes) -> SignedLink | Problem:
+    def _check(self, source: EvidenceSource, url: str, body: bytes) -> tuple[SignedLink | Problem, float | None]:
         """verify_document, once per (rebuilder, URL, body): the binaries of one
         source package share one merged link, so it is checked once.  Only
-        the outcome is kept (never the body or an exception holding it).
+        the outcome is kept (never the body or an exception holding it),
+        with the CPU seconds the check cost (None when it was not checked now).
+        A rebuilder that has overdrawn its CPU budget is not checked at all.
         Runs on the checker threads."""
+        rebuilder = source.rebuilder.name
         key = (rebuilder, url, hashlib.sha256(body).digest())
         outcome = self._checked.get(key)
-        if outcome is None:
-            try:
-                outcome = verify_document(body, self.keysets[rebuilder], url,
-                                          self.sources[rebuilder].rebuilder.predicate_types)
-            except EvidenceError as e:
-                outcome = Problem(e.kind, f"{e} ({url})")
-            if len(self._checked) > 65536:  # bounded
-                self._checked.clear()
-            self._checked[key] = outcome
-        return outcome
+        if outcome is not None:
+            return outcome, None
+        refusal = self.transport.budgets.check_refusal(source.origin)
+        if refusal is not None:
+            return Problem(refusal.kind, str(refusal)), None
+        started = time.thread_time()
+        try:
+            outcome = verify_document(body, self.keysets[rebuilder], url, source.rebuilder.predicate_types)
+        except EvidenceError as e:
+            outcome = Problem(e.kind, f"{e} ({url})")
+        cpu = time.thread_time() - started
+        if len(self._checked) > 65536:  # bounded
+            self._checked.clear()
+        self._checked[key] = outcome
+        return outcome, cpu
 
     def _finish(self, verdict: Verdict) -> Verdict:
         """Record the verdict; relaxations are always logged (stderr and file)."""

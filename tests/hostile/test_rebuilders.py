@@ -481,3 +481,61 @@ def test_a_cache_directory_others_can_write_is_ignored(tmp_path, rebuilder_serve
     assert rb1.server.requests == ["/sources/hello/1.0-1/metadata"] * 2
     warnings = [r.getMessage() for r in caplog.records if "evidence cache" in r.getMessage()]
     assert len(warnings) == 1 and "writable by its group or by others" in warnings[0], warnings
+
+
+# ---------------------------------------------------------------------------
+# Time and CPU budgets: a rebuilder that is never wrong, only costly
+
+
+def _packages(rbs, count: int) -> list[Artifact]:
+    arts = []
+    for i in range(count):
+        content = f"pkg {i}".encode()
+        for rb in rbs:
+            rb.publish(f"p{i}", "1.0", {f"p{i}_1.0_all.deb": content})
+        arts.append(artifact(content, f"p{i}_1.0_all.deb", f"p{i}", "1.0"))
+    return arts
+
+
+def test_a_rebuilder_answering_just_before_the_deadline_stops_being_asked(tmp_path, rebuilder_server) -> None:
+    """rb1 answers every request 0.3 s before the deadline: never a timeout,
+    but a deadline per package (apt hands over ten packages at a time, here
+    one job runs at a time).  After three answers slower than half the
+    deadline it is not asked again: rb1's server sees three requests, and
+    the rest of its packages say why it gave no vote."""
+    deadline = 1.0
+    rb1, rb2 = make_rebuilders(tmp_path, 2, rebuilder_server)
+    arts = _packages((rb1, rb2), 8)
+    rb1.server.latency = deadline - 0.3
+    policy = load_policy(write_policy(tmp_path / "policy.toml", [rb1.entry(), rb2.entry()], threshold=1,
+                                      fetch={**FETCH, "deadline": deadline, "max_workers": 1}))
+    verdicts, elapsed = verify(policy, *arts, limit=4 * deadline + SLACK)
+    assert all(v.accepted for v in verdicts), [v.reason for v in verdicts if not v.accepted]
+    assert len(rb1.server.requests) == 3, rb1.server.requests
+    assert [x.rebuilder for x in verdicts[0].votes] == ["rb1", "rb2"]  # slow, but a vote while it counted
+    for v in verdicts[2:]:
+        assert kinds(v) == {"rb1": {"slow"}}, v.reason
+    assert "answered 3 requests slower than half the deadline (0.5 s); not asked again in this run" in \
+        verdicts[-1].reason
+
+
+def test_a_rebuilder_sending_costly_garbage_stops_being_checked_and_asked(tmp_path, rebuilder_server,
+                                                                          monkeypatch) -> None:
+    """rb1 answers at once with documents that do not verify and (here, by
+    lowering the bar) count as costly to check.  After three of them its
+    documents are neither checked nor fetched again in this run."""
+    from rebuildgate import budget
+
+    monkeypatch.setattr(budget, "COSTLY_CPU", 0.0)
+    rb1, rb2 = make_rebuilders(tmp_path, 2, rebuilder_server)
+    arts = _packages((rb1, rb2), 8)
+    bogus = json.dumps({"signed": {"_type": "link", "name": "rebuild", "products": {}},
+                        "signatures": [{"keyid": f"{i:064x}", "sig": "00" * 64} for i in range(8)]}).encode()
+    rb1.server.fault = Fault.body(bogus)
+    policy = load_policy(write_policy(tmp_path / "policy.toml", [rb1.entry(), rb2.entry()], threshold=1,
+                                      fetch={**FETCH, "max_workers": 1}))
+    verdicts, _elapsed = verify(policy, *arts)
+    assert all(v.accepted and [x.rebuilder for x in v.votes] == ["rb2"] for v in verdicts)
+    assert len(rb1.server.requests) == 3, rb1.server.requests
+    assert [kinds(v)["rb1"] for v in verdicts] == [{"unknown-key"}] * 3 + [{"slow"}] * 5
+    assert "did not verify; not asked again in this run" in verdicts[-1].reason
