@@ -29,7 +29,7 @@ from .evidence import KeySet, load_keyset, verify_document
 from .fetch import EvidenceSource, make_transport
 from .model import Artifact, Problem, RebuilderReport, SignedLink
 from .policy import Policy, Rebuilder
-from .pool import DaemonPool
+from .pool import FairPool
 
 log = logging.getLogger("rebuildgate")
 
@@ -162,7 +162,7 @@ class Verifier:
             rb.name: load_keyset(rb, i, policy.path) for i, rb in enumerate(policy.rebuilders)}
         self.transport = make_transport(policy.fetch, proxy)
         self.sources = {rb.name: EvidenceSource(rb, self.transport) for rb in policy.rebuilders}
-        self._checkers = DaemonPool(CHECKERS, "rbg-check")
+        self._checkers = FairPool(CHECKERS, "rbg-check")
         #: When a job last started or ended (monotonic; see PendingVerdict._limit).
         self.last_progress = time.monotonic()
         self._today = today
@@ -270,9 +270,11 @@ class Verifier:
         links: list[SignedLink] = []
         problems: list[Problem] = []
         # Signature checks release the GIL: on checker threads they run on
-        # another core while this loop goes on reading answers.
+        # another core while this loop goes on reading answers.  Each
+        # rebuilder's checks queue apart, served in turn, so one rebuilder's
+        # costly documents never hold up another's.
         outcomes = await asyncio.wrap_future(self._checkers.submit(
-            lambda: [self._check(source, doc.url, doc.body) for doc in documents]))
+            rebuilder.name, lambda: [self._check(source, doc.url, doc.body) for doc in documents]))
         for outcome, cpu in outcomes:
             if isinstance(outcome, SignedLink):
                 links.append(outcome)

@@ -248,6 +248,50 @@ def test_jobs_queued_behind_a_stuck_fetcher_fail_closed_within_about_a_deadline(
         assert not v.allowed and {name for name, _ in v.errors} == {"rb1", "rb2"}, v.reason
 
 
+def test_one_rebuilders_costly_checks_do_not_hold_up_anothers(world, monkeypatch) -> None:
+    """rb1's documents arrive first and each check of them takes forever
+    (as huge documents full of bogus signatures do); rb2's links, which
+    arrive later, are still all checked meanwhile: checks queue per
+    rebuilder and one rebuilder never holds every checker thread."""
+    import threading
+
+    import rebuildgate.verify as verify_mod
+
+    monkeypatch.setattr(verify_mod, "CHECKERS", 2)
+    rbs, policy = world(2, threshold=1, publish=False)
+    arts = []
+    for i in range(6):
+        name, content = f"c{i}_1_all.deb", f"checked {i}".encode()
+        for rb in rbs:
+            rb.publish(f"c{i}", "1", {name: content})
+        arts.append(Artifact(name, digests(content)["sha256"], name=f"c{i}", version="1", arch="all"))
+    rbs[1].server.latency = 0.3  # rb1's documents are all queued for checking first
+    release = threading.Event()
+    checked: list[str] = []
+    original = verify_mod.verify_document
+
+    def costly(raw, keyset, *args, **kw):
+        if keyset.rebuilder == "rb1":
+            release.wait(60)
+        else:
+            checked.append(keyset.rebuilder)
+        return original(raw, keyset, *args, **kw)
+
+    monkeypatch.setattr(verify_mod, "verify_document", costly)
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.setdefault("verdicts", verify(policy, *arts)), daemon=True)
+    try:
+        thread.start()
+        end = time.monotonic() + 20
+        while len(checked) < len(arts) and time.monotonic() < end:
+            time.sleep(0.01)
+        assert checked == ["rb2"] * len(arts), f"rb2's links checked while rb1's checks ran: {len(checked)}"
+    finally:
+        release.set()
+        thread.join(30)
+    assert all(v.accepted for v in box["verdicts"])
+
+
 def test_refuse_applies_policy_relaxations_and_logs(world, tmp_path) -> None:
     from rebuildgate.model import Problem
     _, policy = world(1, publish=False, arrays={"repository": [{"match": ["free"], "gate": False}]})
