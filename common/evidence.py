@@ -59,7 +59,14 @@ from .policy import DEFAULT_PREDICATE_TYPES
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPES = ("https://in-toto.io/Statement/v0.1", "https://in-toto.io/Statement/v1")
-MAX_SIGNATURES = 16  # more than this on one document is an attack, not a rebuilder
+#: Signatures on one rebuilder document.  Each one may cost a check with every
+#: key of the rebuilder (keyids are only hints), over the whole signed payload:
+#: a document carrying more is refused as malformed before any is tried.
+#: rebuilderd signs with 2, in-toto tools with 1.
+MAX_SIGNATURES = 8
+#: Signatures on a halt document: K of N developers sign one, and a brake
+#: must not be refused because many agreed.
+MAX_HALT_SIGNATURES = 16
 MAX_SUBJECTS = 10000  # a rebuild has a few binaries; a whole build tree has thousands at most
 #: witness names a step's output files ``https://witness.dev/attestations/product/v0.1/file:<path>``.
 _WITNESS_PRODUCT = re.compile(r"https://witness\.dev/attestations/product/v[0-9.]+/file:(.+)", re.S)
@@ -402,13 +409,13 @@ def _json(raw: bytes | str) -> Any:
         raise MalformedEvidence(f"not JSON: {e}") from None
 
 
-def _signatures(entries: Any) -> list[Signature]:
+def _signatures(entries: Any, limit: int = MAX_SIGNATURES) -> list[Signature]:
     if not isinstance(entries, list):
         raise MalformedEvidence("'signatures' is not a list")
     if not entries:
         raise UnsignedEvidence("document carries no signature")
-    if len(entries) > MAX_SIGNATURES:
-        raise MalformedEvidence(f"document carries {len(entries)} signatures (max {MAX_SIGNATURES})")
+    if len(entries) > limit:
+        raise MalformedEvidence(f"document carries {len(entries)} signatures (max {limit})")
     out = []
     for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("keyid"), str):
@@ -460,16 +467,19 @@ def _verify(signatures: list[Signature], data: bytes, keyset: KeySet) -> Trusted
     raise UnknownKey(f"no signature verifies with {keyset.rebuilder}'s keys (signed by keyid {ids})")
 
 
-def parse_metablock(raw: bytes) -> tuple[Any, list[Signature], bytes]:
-    """(signed, signatures, canonical bytes) of a legacy ``{"signed", "signatures"}`` document."""
+def parse_metablock(raw: bytes, max_signatures: int = MAX_HALT_SIGNATURES) -> tuple[Any, list[Signature], bytes]:
+    """(signed, signatures, canonical bytes) of a legacy ``{"signed", "signatures"}`` document
+    (halt statements and feeds)."""
     doc = _json(raw)
     if not isinstance(doc, dict) or "signed" not in doc:
         raise MalformedEvidence("not a signed document ({'signed': ..., 'signatures': [...]})")
-    return _metablock_parts(doc)
+    return _metablock_parts(doc, max_signatures)
 
 
-def _metablock_parts(doc: dict) -> tuple[Any, list[Signature], bytes]:
-    sigs = _signatures(doc.get("signatures"))
+def _metablock_parts(doc: dict, max_signatures: int = MAX_SIGNATURES) -> tuple[Any, list[Signature], bytes]:
+    """The signatures are read (and counted) first; the signed payload is
+    canonicalized once, whatever the number of signatures and keys tried."""
+    sigs = _signatures(doc.get("signatures"), max_signatures)
     try:
         data = encode_canonical(doc["signed"]).encode("utf-8")
     except Exception as e:  # noqa: BLE001 - FormatError for floats etc.
