@@ -165,6 +165,7 @@ class Verifier:
         self._checkers = FairPool(CHECKERS, "rbg-check")
         #: When a job last started or ended (monotonic; see PendingVerdict._limit).
         self.last_progress = time.monotonic()
+        self._shares: dict[str, asyncio.Semaphore] = {}  # see _share; touched on the loop only
         self._today = today
         if halts is None and policy.halt is not None:
             from .halt import HaltWatch
@@ -245,7 +246,7 @@ class Verifier:
     async def _run_job(self, rebuilder: Rebuilder, artifact: Artifact, job: _Job) -> None:
         """One job, never raising: whatever goes wrong costs this rebuilder's vote."""
         try:
-            async with self.transport.slots():
+            async with self._share(rebuilder.name), self.transport.slots():
                 job.started = self.last_progress = time.monotonic()
                 deadline = job.started + self.policy.fetch.deadline
                 try:
@@ -257,6 +258,23 @@ class Verifier:
             job.report = RebuilderReport(rebuilder.name, (), (Problem("internal-error", repr(e)[:300]),))
         finally:
             self.last_progress = time.monotonic()
+
+    def _share(self, rebuilder: str) -> asyncio.Semaphore:
+        """At most half of the ``max_workers`` job slots for one rebuilder (on the loop).
+
+        Jobs take their slots in submission order, and a rebuilder that
+        holds each request until just before the deadline would otherwise
+        collect every slot: the other rebuilders' work, done in
+        milliseconds, would wait with it until its budget runs out.  Waiting
+        here, before a slot is taken, the others go on meanwhile.  With a
+        single rebuilder there is nobody to share with.
+        """
+        share = self._shares.get(rebuilder)
+        if share is None:
+            workers = max(self.policy.fetch.max_workers, 1)
+            size = workers if len(self.sources) < 2 else max(1, (workers + 1) // 2)
+            share = self._shares[rebuilder] = asyncio.Semaphore(size)
+        return share
 
     async def _report(self, rebuilder: Rebuilder, artifact: Artifact, deadline: float) -> RebuilderReport:
         """Fetch and check one rebuilder's evidence for one artifact."""

@@ -292,6 +292,36 @@ def test_one_rebuilders_costly_checks_do_not_hold_up_anothers(world, monkeypatch
     assert all(v.accepted for v in box["verdicts"])
 
 
+def test_a_rebuilder_holding_its_requests_cannot_take_every_job_slot(world) -> None:
+    """rb1 holds every request (until its server is stopped); with 4 job
+    slots and 8 packages, rb1 gets at most half of them, so rb2's lookups
+    all go through meanwhile instead of queueing behind rb1's."""
+    import threading
+
+    rbs, policy = world(2, threshold=1, publish=False,
+                        fetch={"deadline": 30.0, "read_timeout": 30.0, "max_workers": 4})
+    arts = []
+    for i in range(8):
+        name, content = f"s{i}_1_all.deb", f"shared {i}".encode()
+        for rb in rbs:
+            rb.publish(f"s{i}", "1", {name: content})
+        arts.append(Artifact(name, digests(content)["sha256"], name=f"s{i}", version="1", arch="all"))
+    rbs[0].server.fault = Fault.hang()
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.setdefault("verdicts", verify(policy, *arts)), daemon=True)
+    try:
+        thread.start()
+        end = time.monotonic() + 10
+        while len(rbs[1].server.requests) < len(arts) and time.monotonic() < end:
+            time.sleep(0.01)
+        assert len(rbs[1].server.requests) == len(arts), f"rb2 asked {len(rbs[1].server.requests)} times"
+        assert len(rbs[0].server.requests) <= 2
+    finally:
+        rbs[0].server.stop()  # rb1's held requests end (a fetch error each)
+        thread.join(30)
+    assert all(v.accepted for v in box["verdicts"])
+
+
 def test_refuse_applies_policy_relaxations_and_logs(world, tmp_path) -> None:
     from rebuildgate.model import Problem
     _, policy = world(1, publish=False, arrays={"repository": [{"match": ["free"], "gate": False}]})
