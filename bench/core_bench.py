@@ -34,7 +34,7 @@ from tests.support.keys import EcdsaSha256Signer, make_gpg_key, make_key  # noqa
 from tests.support.links import (digests, make_link, make_statement, rebuilderd_public_pem,  # noqa: E402
                                  sign_dsse, sign_legacy, sign_legacy_gpg, sign_rebuilderd, sign_statement)
 from tests.support.policy import RebuilderEntry, write_policy  # noqa: E402
-from tests.support.rebuilders import make_rebuilders  # noqa: E402
+from tests.support.rebuilders import attest_packages, make_rebuilders  # noqa: E402
 
 
 def median_ms(fn, runs: int) -> float:
@@ -83,15 +83,17 @@ def formats(tmp: Path, runs: int) -> list[tuple[str, float]]:
     return rows
 
 
-def batch(tmp: Path, packages: int, n: int, latency: float, runs: int) -> tuple[float, int]:
+def published(tmp: Path, packages: int, n: int) -> tuple[Path, list, list[Artifact]]:
+    """A work directory, *n* rebuilders (trees and keys) and *packages* artifacts they all attest."""
     work = Path(tempfile.mkdtemp(dir=tmp))
     rbs = make_rebuilders(work, n)  # file:// first, then served from a child process
-    arts = []
-    for i in range(packages):
-        name, content = f"pkg{i}_1.0-1_all.deb", f"package {i}".encode()
-        for rb in rbs:
-            rb.publish(f"pkg{i}", "1.0-1", {name: content})
-        arts.append(Artifact(name, digests(content)["sha256"], name=f"pkg{i}", version="1.0-1", arch="all"))
+    arts = [Artifact(filename, digests(content)["sha256"], name=name, version="1.0-1", arch="all")
+            for name, filename, content in attest_packages(rbs, packages, "pkg", "1.0-1")]
+    return work, rbs, arts
+
+
+def batch(tmp: Path, packages: int, n: int, latency: float, runs: int) -> tuple[float, int]:
+    work, rbs, arts = published(tmp, packages, n)
     servers = RemoteServers([rb.root for rb in rbs])
     servers.latency(latency)
     try:
@@ -124,14 +126,7 @@ def hostile(tmp: Path, packages: int, latency: float, runs: int) -> dict[str, tu
     The runs of the modes alternate, so that they share whatever else the
     machine is doing."""
     n = 5
-    work = Path(tempfile.mkdtemp(dir=tmp))
-    rbs = make_rebuilders(work, n)
-    arts = []
-    for i in range(packages):
-        name, content = f"pkg{i}_1.0-1_all.deb", f"package {i}".encode()
-        for rb in rbs:
-            rb.publish(f"pkg{i}", "1.0-1", {name: content})
-        arts.append(Artifact(name, digests(content)["sha256"], name=f"pkg{i}", version="1.0-1", arch="all"))
+    work, rbs, arts = published(tmp, packages, n)
     servers = RemoteServers([rb.root for rb in rbs])
     try:
         entries = [RebuilderEntry(rb.name, url, [rb.key.public_pem]) for rb, url in zip(rbs, servers.urls)]

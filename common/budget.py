@@ -84,11 +84,9 @@ class Budgets:
         """A request to *origin* has taken half the deadline; True if this trips it."""
         account = self._account(origin)
         account.slow += 1
-        if account.slow < SLOW_LIMIT:
-            return False
-        return self._trip(origin, RebuilderOverBudget,
-                          f"{origin} answered {account.slow} requests slower than half the deadline "
-                          f"({self.deadline / 2:g} s); not asked again in this run")
+        return account.slow >= SLOW_LIMIT and self._trip(
+            origin, RebuilderOverBudget, f"{origin} answered {account.slow} requests slower than half the deadline "
+                                         f"({self.deadline / 2:g} s); not asked again in this run")
 
     def failed_check(self, origin: str, cpu: float) -> bool:
         """A document from *origin* gave no vote after *cpu* seconds of checking; True if this trips it."""
@@ -96,11 +94,10 @@ class Budgets:
             return False
         account = self._account(origin)
         account.costly += 1
-        if account.costly < COSTLY_LIMIT:
-            return False
-        return self._trip(origin, RebuilderOverBudget,
-                          f"{origin} sent {account.costly} documents that took more than {COSTLY_CPU * 1000:g} ms "
-                          "of CPU each to check and did not verify; not asked again in this run")
+        return account.costly >= COSTLY_LIMIT and self._trip(
+            origin, RebuilderOverBudget, f"{origin} sent {account.costly} documents that took more than "
+                                         f"{COSTLY_CPU * 1000:g} ms of CPU each to check and did not verify; "
+                                         "not asked again in this run")
 
     def _account(self, origin: str) -> _Account:
         account = self._accounts.get(origin)

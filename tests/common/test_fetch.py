@@ -13,6 +13,7 @@ from rebuildgate.model import Artifact
 from rebuildgate.policy import FetchSettings, Rebuilder
 
 from tests.support.server import Fault
+from tests.support.waiting import wait_until
 
 SETTINGS = FetchSettings(connect_timeout=1.0, read_timeout=1.0, deadline=2.0, max_bytes=64 * 1024,
                          cache_dir=None)
@@ -31,14 +32,6 @@ def get(url: str, settings: FetchSettings = SETTINGS, proxy: str | None = None) 
         return t.get(url, time.monotonic() + settings.deadline)
     finally:
         t.close()
-
-
-def wait_until(condition, limit: float = 10.0) -> None:
-    """Poll *condition* (something done in the background) for at most *limit* seconds."""
-    end = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < end, f"not done in the background within {limit:g}s"
-        time.sleep(0.01)
 
 
 def test_plain_get(served) -> None:
@@ -235,7 +228,7 @@ def test_cache_serves_fresh_bodies_and_never_bad_ones(tmp_path, served) -> None:
     t = Transport(SETTINGS, cache=cache)
     url = f"{served.url}/doc"
     assert t.get(url, time.monotonic() + 2) == b"evidence"
-    wait_until(lambda: cache.get(url) is not None)  # written in the background
+    assert wait_until(lambda: cache.get(url) is not None)  # written in the background
     t2 = Transport(SETTINGS, cache=cache)  # a new process: memo empty, cache warm
     served.fault = Fault.status(500)
     assert t2.get(url, time.monotonic() + 2) == b"evidence"

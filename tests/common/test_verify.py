@@ -14,8 +14,9 @@ from rebuildgate.verify import Verifier
 
 from tests.support.links import digests, tamper
 from tests.support.policy import write_policy
-from tests.support.rebuilders import make_rebuilders
+from tests.support.rebuilders import attest_packages, make_rebuilders
 from tests.support.server import Fault
+from tests.support.waiting import wait_until
 
 CONTENT = b"honest package"
 EVIL = b"backdoored package"
@@ -39,6 +40,12 @@ def world(tmp_path, rebuilder_server):
         path = write_policy(tmp_path / "policy.toml", [rb.entry() for rb in rbs], **policy)
         return rbs, load_policy(path)
     return make
+
+
+def attested(rbs, count: int) -> list[Artifact]:
+    """*count* packages, each attested by every one of *rbs*."""
+    return [Artifact(filename, digests(content)["sha256"], name=name, version="1.0", arch="all")
+            for name, filename, content in attest_packages(rbs, count)]
 
 
 def verify(policy, *arts: Artifact, **kw):
@@ -259,12 +266,7 @@ def test_one_rebuilders_costly_checks_do_not_hold_up_anothers(world, monkeypatch
 
     monkeypatch.setattr(verify_mod, "CHECKERS", 2)
     rbs, policy = world(2, threshold=1, publish=False)
-    arts = []
-    for i in range(6):
-        name, content = f"c{i}_1_all.deb", f"checked {i}".encode()
-        for rb in rbs:
-            rb.publish(f"c{i}", "1", {name: content})
-        arts.append(Artifact(name, digests(content)["sha256"], name=f"c{i}", version="1", arch="all"))
+    arts = attested(rbs, 6)
     rbs[1].server.latency = 0.3  # rb1's documents are all queued for checking first
     release = threading.Event()
     checked: list[str] = []
@@ -282,9 +284,7 @@ def test_one_rebuilders_costly_checks_do_not_hold_up_anothers(world, monkeypatch
     thread = threading.Thread(target=lambda: box.setdefault("verdicts", verify(policy, *arts)), daemon=True)
     try:
         thread.start()
-        end = time.monotonic() + 20
-        while len(checked) < len(arts) and time.monotonic() < end:
-            time.sleep(0.01)
+        wait_until(lambda: len(checked) >= len(arts), 20)
         assert checked == ["rb2"] * len(arts), f"rb2's links checked while rb1's checks ran: {len(checked)}"
     finally:
         release.set()
@@ -300,20 +300,13 @@ def test_a_rebuilder_holding_its_requests_cannot_take_every_job_slot(world) -> N
 
     rbs, policy = world(2, threshold=1, publish=False,
                         fetch={"deadline": 30.0, "read_timeout": 30.0, "max_workers": 4})
-    arts = []
-    for i in range(8):
-        name, content = f"s{i}_1_all.deb", f"shared {i}".encode()
-        for rb in rbs:
-            rb.publish(f"s{i}", "1", {name: content})
-        arts.append(Artifact(name, digests(content)["sha256"], name=f"s{i}", version="1", arch="all"))
+    arts = attested(rbs, 8)
     rbs[0].server.fault = Fault.hang()
     box: dict = {}
     thread = threading.Thread(target=lambda: box.setdefault("verdicts", verify(policy, *arts)), daemon=True)
     try:
         thread.start()
-        end = time.monotonic() + 10
-        while len(rbs[1].server.requests) < len(arts) and time.monotonic() < end:
-            time.sleep(0.01)
+        wait_until(lambda: len(rbs[1].server.requests) >= len(arts))
         assert len(rbs[1].server.requests) == len(arts), f"rb2 asked {len(rbs[1].server.requests)} times"
         assert len(rbs[0].server.requests) <= 2
     finally:

@@ -26,7 +26,7 @@ from rebuildgate.verify import Verifier
 
 from tests.support.links import digests, make_link, rebuilderd_public_pem, sign_legacy_gpg
 from tests.support.policy import RebuilderEntry, write_policy
-from tests.support.rebuilders import FakeRebuilder, make_rebuilders
+from tests.support.rebuilders import FakeRebuilder, attest_packages, make_rebuilders
 from tests.support.server import Fault, publish_package_rebuilder
 
 from .helpers import canned, cli, endless_continue, kinds, slow_headers
@@ -488,13 +488,7 @@ def test_a_cache_directory_others_can_write_is_ignored(tmp_path, rebuilder_serve
 
 
 def _packages(rbs, count: int) -> list[Artifact]:
-    arts = []
-    for i in range(count):
-        content = f"pkg {i}".encode()
-        for rb in rbs:
-            rb.publish(f"p{i}", "1.0", {f"p{i}_1.0_all.deb": content})
-        arts.append(artifact(content, f"p{i}_1.0_all.deb", f"p{i}", "1.0"))
-    return arts
+    return [artifact(content, filename, name, "1.0") for name, filename, content in attest_packages(rbs, count)]
 
 
 def test_a_rebuilder_answering_just_before_the_deadline_stops_being_asked(tmp_path, rebuilder_server) -> None:
