@@ -98,13 +98,13 @@ class DocumentCache:
 
     def _sweep(self) -> None:
         """Remove temporaries that a writer killed mid-write left (writes run on a
-        daemon thread, which ends with the process), once they are an hour old."""
+        daemon thread, which ends with the process), once they are an hour old.
+        Entries are named by a hex digest; write_atomic's temporaries start with a dot."""
         cutoff = time.time() - 3600
         try:
             with os.scandir(self.directory) as entries:
                 for entry in entries:
-                    if (entry.name.startswith(".") and entry.name.endswith(".tmp")
-                            and entry.is_file(follow_symlinks=False)
+                    if (entry.name.startswith(".") and entry.is_file(follow_symlinks=False)
                             and entry.stat(follow_symlinks=False).st_mtime < cutoff):
                         os.unlink(entry.path)
         except OSError:

@@ -156,8 +156,8 @@ def test_the_owner_may_be_root_or_the_user_running_the_check(directory) -> None:
 
 
 def test_temporaries_left_by_a_killed_writer_are_swept(directory) -> None:
-    stale = directory / ".0123.abc.tmp"
-    fresh = directory / ".4567.def.tmp"
+    stale = directory / f".{'ab' * 32}.x1y2z3"  # write_atomic names its temporaries .NAME.RANDOM
+    fresh = directory / f".{'cd' * 32}.a4b5c6"
     for path in (stale, fresh):
         path.write_bytes(b"half a document")
     old = time.time() - 7200
