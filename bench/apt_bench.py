@@ -12,7 +12,14 @@ answering instantly or after 50 ms, through
   the same rebuilders and the same published links.
 
 Each cell is the median wall time of several runs (archives emptied in
-between, indexes already fetched).  apt-transport-in-toto needs Debian's
+between, indexes already fetched).
+
+A second table (``--hostile``, or ``--hostile-only``) runs the 200-package
+transaction through ``rebuildgate+http`` with N = 5, M = 3 and a 3 s
+deadline, with all five rebuilders honest and with one of them hostile
+(answering every request 0.3 s before the deadline, or serving 2 MiB
+documents with 8 bogus signatures), the runs alternated.  Target: within
+2x of the honest time.  apt-transport-in-toto needs Debian's
 package (``apt-get install apt-transport-in-toto``): its layout is created
 and signed here with Debian's in-toto 1.3 under /usr/bin/python3 (the
 version that tool imports), with a throwaway OpenPGP key for the layout and
@@ -117,6 +124,12 @@ class RemoteServer:
         self._servers.latency(seconds)
         self._latency = seconds
 
+    def hostile(self, latency: float | None = None, bogus: int = 0) -> None:
+        """Answer just before the deadline and/or serve bogus documents (see fastserver)."""
+        self._servers.hostile(0, latency, bogus)
+        if latency is not None:
+            self._latency = latency
+
     def stop(self) -> None:
         self._servers.close()
 
@@ -182,9 +195,67 @@ class Bench:
             times.append(result.seconds)
         return statistics.median(times), None
 
+    def time_alternating(self, count: int, modes: dict[str, tuple[Path, dict | None]],
+                         options: dict[str, str]) -> dict[str, tuple[float, str | None]]:
+        """Median wall time of each mode (policy, hostile settings for rb5),
+        the modes' runs alternated so that they share the machine's noise."""
+        env = self.env("rebuildgate")
+        names = [p.name for p in self.packages[:count]]
+        times: dict[str, list[float]] = {mode: [] for mode in modes}
+        errors: dict[str, str | None] = {mode: None for mode in modes}
+        honest = self.rebuilders[0].server.latency
+        for _ in range(self.repeats):
+            for mode, (policy, hostile) in modes.items():
+                how = hostile or {}
+                self.rebuilders[4].server.hostile(how.get("latency", honest), how.get("bogus", 0))
+                env.clean()
+                result = env.download(*names, options={"Rebuildgate::Policy": str(policy), **options}, timeout=600)
+                if result.returncode != 0 or len(env.downloaded()) != count:
+                    errors[mode] = result.output.strip().splitlines()[-1] if result.output.strip() else "failed"
+                    continue
+                times[mode].append(result.seconds)
+        return {mode: (statistics.median(times[mode]) if times[mode] else float("nan"), errors[mode])
+                for mode in modes}
+
     def close(self) -> None:
         for server in self.servers:
             server.stop()
+
+
+HOSTILE_DEADLINE = 3.0
+#: rb5's behaviour in each hostile-table column (None: honest).
+HOSTILE_MODES: dict[str, dict | None] = {
+    "none": None,
+    "answers 0.3 s before the deadline": {"latency": HOSTILE_DEADLINE - 0.3},
+    "2 MiB documents, 8 bogus signatures": {"bogus": 2 * 1024 * 1024},
+}
+
+
+def hostile_table(bench: "Bench", latencies: list[float], options: dict[str, str]) -> list[tuple]:
+    """The 200-package (or largest) transaction, N = 5, M = 3, with each HOSTILE_MODES behaviour of rb5."""
+    count = len(bench.packages)
+    policy = bench.world.policy(bench.rebuilders, 3, name="policy-hostile.toml",
+                                fetch={"connect_timeout": 3.0, "read_timeout": 3.0, "deadline": HOSTILE_DEADLINE})
+    rows = []
+    for latency in latencies:
+        bench.set_latency(latency)
+        got = bench.time_alternating(count, {mode: (policy, how) for mode, how in HOSTILE_MODES.items()}, options)
+        rows.append((count, latency, got))
+        print(f"  {count} pkgs N=5 M=3 latency={latency * 1000:.0f}ms: " + "  ".join(
+            f"{mode}: {_fmt(secs)}s" + (f" ({err})" if err else "") for mode, (secs, err) in got.items()), flush=True)
+    return rows
+
+
+def _print_hostile(rows: list[tuple], repeats: int) -> None:
+    print(f"\nOne hostile rebuilder of 5: median wall time of `apt-get install --download-only` through "
+          f"rebuildgate+http ({repeats} runs per cell, columns alternated), M = 3, deadline {HOSTILE_DEADLINE:g} s")
+    modes = list(HOSTILE_MODES)
+    print("| pkgs | honest latency | " + " | ".join(f"rb5: {m}" for m in modes) + " |")
+    print("|---:|---:|" + "---:|" * len(modes))
+    for count, latency, got in rows:
+        base = got["none"][0]
+        cells = [f"{got[m][0]:.2f}" + ("" if m == "none" else f" ({got[m][0] / base:.2f}x)") for m in modes]
+        print(f"| {count} | {latency * 1000:.0f} ms | " + " | ".join(cells) + " |")
 
 
 def main() -> int:
@@ -199,11 +270,16 @@ def main() -> int:
                         help="policy [fetch] max_workers (default: the policy default)")
     parser.add_argument("--pipeline-depth", type=int, default=None,
                         help="apt's Acquire::Max-Pipeline-Depth for every method (apt's default: 10)")
+    parser.add_argument("--hostile", action="store_true", help="also the hostile-rebuilder table")
+    parser.add_argument("--hostile-only", action="store_true", help="only the hostile-rebuilder table")
     args = parser.parse_args()
     repeats = args.repeats or (2 if args.quick else 5)
     sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else [20] if args.quick else [20, 200]
     wanted_n = {int(x) for x in args.rebuilders.split(",")}
     latencies = [int(x) / 1000 for x in args.latencies.split(",")]
+    if args.hostile_only:
+        args.no_intoto = True
+        sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else [200]
     intoto_problem = "skipped (--no-intoto)" if args.no_intoto else intoto_ready()
     if os.geteuid() != 0:
         print("apt-get must run as root (its methods drop to _apt)", file=sys.stderr)
@@ -218,7 +294,13 @@ def main() -> int:
     bench = Bench(base, max(sizes), repeats)
     gpg = None
     rows: list[tuple] = []
+    hostile_rows: list[tuple] = []
     try:
+        apt_opts = {"Acquire::Max-Pipeline-Depth": str(args.pipeline_depth)} if args.pipeline_depth else {}
+        if args.hostile or args.hostile_only:
+            hostile_rows = hostile_table(bench, latencies, apt_opts)
+        if args.hostile_only:
+            wanted_n = set()
         if intoto_problem is None:
             gpg = make_gpg_key(base / "gpg", "rebuildgate bench layout <bench@rebuildgate.invalid>")
         for n, threshold in ((1, 1), (3, 2), (5, 3)):
@@ -229,7 +311,6 @@ def main() -> int:
             if args.max_workers:
                 fetch["max_workers"] = args.max_workers
             policy = bench.world.policy(rbs, threshold, name=f"policy-{n}.toml", fetch=fetch)
-            apt_opts = {"Acquire::Max-Pipeline-Depth": str(args.pipeline_depth)} if args.pipeline_depth else {}
             gate_opts = {"Rebuildgate::Policy": str(policy), **apt_opts}
             if gpg is not None:
                 bench.configure_intoto(make_layout(base / f"root-{n}.layout", rbs, threshold, gpg), rbs, gpg)
@@ -248,7 +329,10 @@ def main() -> int:
         if gpg is not None:
             gpg.cleanup()
         shutil.rmtree(base, ignore_errors=True)
-    _print_table(rows, repeats, intoto_problem)
+    if rows:
+        _print_table(rows, repeats, intoto_problem)
+    if hostile_rows:
+        _print_hostile(hostile_rows, repeats)
     return 0
 
 

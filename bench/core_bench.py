@@ -6,7 +6,11 @@
 2. ``Verifier.verify_many`` for 20 and 200 packages with N = 1, 3, 5 HTTP
    rebuilders on 127.0.0.1 answering instantly or after 50 ms, threshold
    1, 2, 3 (median of several runs, each with a fresh Verifier and no cache).
-3. Peak resident memory of the 200-package, N = 5 run.
+3. The same 200-package, N = 5 batch with one hostile rebuilder among the
+   five, side by side with all five honest (same run, runs alternated, deadline
+   3 s): one answering every request 0.3 s before the deadline, one serving
+   2 MiB documents with 8 bogus signatures.  Target: within 2x.
+4. Peak resident memory of the 200-package, N = 5 run.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from tests.support.keys import EcdsaSha256Signer, make_gpg_key, make_key  # noqa
 from tests.support.links import (digests, make_link, make_statement, rebuilderd_public_pem,  # noqa: E402
                                  sign_dsse, sign_legacy, sign_legacy_gpg, sign_rebuilderd, sign_statement)
 from tests.support.policy import RebuilderEntry, write_policy  # noqa: E402
-from tests.support.rebuilders import make_rebuilders  # noqa: E402
+from tests.support.rebuilders import attest_packages, make_rebuilders  # noqa: E402
 
 
 def median_ms(fn, runs: int) -> float:
@@ -79,15 +83,17 @@ def formats(tmp: Path, runs: int) -> list[tuple[str, float]]:
     return rows
 
 
-def batch(tmp: Path, packages: int, n: int, latency: float, runs: int) -> tuple[float, int]:
+def published(tmp: Path, packages: int, n: int) -> tuple[Path, list, list[Artifact]]:
+    """A work directory, *n* rebuilders (trees and keys) and *packages* artifacts they all attest."""
     work = Path(tempfile.mkdtemp(dir=tmp))
     rbs = make_rebuilders(work, n)  # file:// first, then served from a child process
-    arts = []
-    for i in range(packages):
-        name, content = f"pkg{i}_1.0-1_all.deb", f"package {i}".encode()
-        for rb in rbs:
-            rb.publish(f"pkg{i}", "1.0-1", {name: content})
-        arts.append(Artifact(name, digests(content)["sha256"], name=f"pkg{i}", version="1.0-1", arch="all"))
+    arts = [Artifact(filename, digests(content)["sha256"], name=name, version="1.0-1", arch="all")
+            for name, filename, content in attest_packages(rbs, packages, "pkg", "1.0-1")]
+    return work, rbs, arts
+
+
+def batch(tmp: Path, packages: int, n: int, latency: float, runs: int) -> tuple[float, int]:
+    work, rbs, arts = published(tmp, packages, n)
     servers = RemoteServers([rb.root for rb in rbs])
     servers.latency(latency)
     try:
@@ -106,25 +112,77 @@ def batch(tmp: Path, packages: int, n: int, latency: float, runs: int) -> tuple[
         servers.close()
 
 
+HOSTILE_DEADLINE = 3.0
+HOSTILE_MODES = {
+    "none (5 honest)": {},
+    "answers 0.3 s before the 3 s deadline": {"latency": HOSTILE_DEADLINE - 0.3},
+    "serves 2 MiB documents, 8 bogus signatures": {"bogus": 2 * 1024 * 1024},
+}
+
+
+def hostile(tmp: Path, packages: int, latency: float, runs: int) -> dict[str, tuple[float, int]]:
+    """Median seconds (and packages accepted) of verify_many with rb5 in each HOSTILE_MODES mode.
+
+    The runs of the modes alternate, so that they share whatever else the
+    machine is doing."""
+    n = 5
+    work, rbs, arts = published(tmp, packages, n)
+    servers = RemoteServers([rb.root for rb in rbs])
+    try:
+        entries = [RebuilderEntry(rb.name, url, [rb.key.public_pem]) for rb, url in zip(rbs, servers.urls)]
+        policy = load_policy(write_policy(work / "p.toml", entries, threshold=3,
+                                          fetch={"deadline": HOSTILE_DEADLINE}, log=work / "log"))
+        times: dict[str, list[float]] = {mode: [] for mode in HOSTILE_MODES}
+        accepted: dict[str, int] = {}
+        for _ in range(runs):
+            for mode, how in HOSTILE_MODES.items():
+                servers.latency(latency)
+                servers.hostile(n - 1, how.get("latency"), how.get("bogus", 0))
+                with Verifier(policy) as v:
+                    started = time.perf_counter()
+                    accepted[mode] = sum(x.accepted for x in v.verify_many(arts))
+                    times[mode].append(time.perf_counter() - started)
+        return {mode: (statistics.median(times[mode]), accepted[mode]) for mode in HOSTILE_MODES}
+    finally:
+        servers.close()
+
+
+def plain(tmp: Path, runs: int, quick: bool) -> None:
+    """Sections 1 and 2 of the module docstring."""
+    print("## Parse + verify one document (median)\n")
+    print("| format | ms |\n|---|---|")
+    for name, ms in formats(tmp, 50 if quick else 300):
+        print(f"| {name} | {ms:.3f} |")
+    print(f"\n## Verifier.verify_many, HTTP rebuilders on 127.0.0.1 (median of {runs})\n")
+    print("| packages | N | threshold | latency | seconds | accepted |\n|---|---|---|---|---|---|")
+    for packages in (20, 200):
+        for n in (1, 3, 5):
+            for latency in (0.0, 0.05):
+                secs, ok = batch(tmp, packages, n, latency, runs)
+                print(f"| {packages} | {n} | {({1: 1, 3: 2, 5: 3})[n]} | {latency * 1000:.0f} ms | {secs:.3f} | "
+                      f"{ok}/{packages} |", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer runs")
+    ap.add_argument("--hostile-only", action="store_true", help="only the hostile-rebuilder rows")
     args = ap.parse_args()
     runs = 1 if args.quick else 5
     with tempfile.TemporaryDirectory(prefix="rbg-bench-") as t:
         tmp = Path(t)
-        print("## Parse + verify one document (median)\n")
-        print("| format | ms |\n|---|---|")
-        for name, ms in formats(tmp, 50 if args.quick else 300):
-            print(f"| {name} | {ms:.3f} |")
-        print(f"\n## Verifier.verify_many, HTTP rebuilders on 127.0.0.1 (median of {runs})\n")
-        print("| packages | N | threshold | latency | seconds | accepted |\n|---|---|---|---|---|---|")
-        for packages in (20, 200):
-            for n in (1, 3, 5):
-                for latency in (0.0, 0.05):
-                    secs, ok = batch(tmp, packages, n, latency, runs)
-                    print(f"| {packages} | {n} | {({1: 1, 3: 2, 5: 3})[n]} | {latency * 1000:.0f} ms | {secs:.3f} | "
-                          f"{ok}/{packages} |", flush=True)
+        if not args.hostile_only:
+            plain(tmp, runs, args.quick)
+        print(f"\n## One hostile rebuilder of 5 (threshold 3, deadline {HOSTILE_DEADLINE:g} s, median of {runs}, "
+              "modes alternated)\n")
+        print("| packages | honest latency | hostile rebuilder | seconds | vs none | accepted |\n"
+              "|---|---|---|---|---|---|")
+        for latency in (0.0, 0.05):
+            rows = hostile(tmp, 200, latency, runs)
+            base = rows["none (5 honest)"][0]
+            for mode, (secs, ok) in rows.items():
+                print(f"| 200 | {latency * 1000:.0f} ms | {mode} | {secs:.3f} | {secs / base:.2f}x | {ok}/200 |",
+                      flush=True)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"\npeak resident memory of this process (all runs): {peak:.0f} MiB")
     return 0

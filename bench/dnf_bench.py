@@ -9,6 +9,10 @@
    issue: 200 packages, N = 5, 50 ms in under 1.5 s.
 2. The whole ``dnf install`` of 20 real packages into a fresh installroot,
    with and without the plugin (N = 3 rebuilders, 0 and 50 ms).
+3. ``resolved()`` on 200 packages, N = 5, M = 3, deadline 3 s, with all five
+   rebuilders honest and with one hostile (answering every request 0.3 s
+   before the deadline, or serving 2 MiB documents with 8 bogus
+   signatures), the runs alternated.  Target: within 2x of the honest time.
 
 Every row is the median of several runs; each run uses a new Verifier (new
 connections, no document cache: ``cache_dir = ""``), as a fresh dnf would.
@@ -77,14 +81,14 @@ class Rig:
     def latency(self, seconds: float) -> None:
         self.remote.latency(seconds)
 
-    def policy(self, path: Path, count: int, max_workers: int = MAX_WORKERS) -> Path:
+    def policy(self, path: Path, count: int, max_workers: int = MAX_WORKERS, deadline: float = 30.0) -> Path:
         entries = []
         for rb, url in list(zip(self.rebuilders, self.remote.urls))[:count]:
             entry = rb.entry()
             entry.url = url
             entries.append(entry)
         return write_policy(path, entries, threshold=count // 2 + 1,
-                            fetch={"max_workers": max_workers, "deadline": 30.0, "read_timeout": 10.0})
+                            fetch={"max_workers": max_workers, "deadline": deadline, "read_timeout": 10.0})
 
     def close(self) -> None:
         self.remote.close()
@@ -133,6 +137,42 @@ def bench_resolved(base: Path, quick: bool) -> list[tuple[int, int, float, float
     return rows
 
 
+HOSTILE_DEADLINE = 3.0
+#: rb5's behaviour in each column (None: honest).
+HOSTILE_MODES: dict[str, dict | None] = {
+    "none": None,
+    "answers 0.3 s before the deadline": {"latency": HOSTILE_DEADLINE - 0.3},
+    "2 MiB documents, 8 bogus signatures": {"bogus": 2 * 1024 * 1024},
+}
+
+
+def bench_hostile(base: Path, quick: bool) -> None:
+    """Section 3 of the module docstring."""
+    size, count, runs = 200, 5, (3 if quick else 7)
+    rig = Rig(base, size, count)
+    rows = []
+    try:
+        policy = rig.policy(base / "policy-hostile.toml", count, deadline=HOSTILE_DEADLINE)
+        for latency in (0.0, 0.05):
+            times: dict[str, list[float]] = {mode: [] for mode in HOSTILE_MODES}
+            for _ in range(runs):
+                for mode, how in HOSTILE_MODES.items():
+                    rig.latency(latency)
+                    rig.remote.hostile(count - 1, **(how or {}))
+                    times[mode].append(time_resolved(policy, rig.packages[:size], 1))
+            rows.append((latency, {mode: statistics.median(t) for mode, t in times.items()}))
+    finally:
+        rig.close()
+    print(f"\nOne hostile rebuilder of {count}: resolved() on {size} packages, M = {count // 2 + 1}, "
+          f"deadline {HOSTILE_DEADLINE:g} s, median of {runs} (columns alternated)")
+    print("| honest latency | " + " | ".join(f"rb5: {m}" for m in HOSTILE_MODES) + " |")
+    print("|---:|" + "---:|" * len(HOSTILE_MODES))
+    for latency, got in rows:
+        base_time = got["none"]
+        cells = [f"{got[m]:.3f}" + ("" if m == "none" else f" ({got[m] / base_time:.2f}x)") for m in HOSTILE_MODES]
+        print(f"| {latency * 1000:.0f} ms | " + " | ".join(cells) + " |")
+
+
 def bench_install(base: Path, quick: bool) -> None:
     count, runs = 20, (3 if quick else 5)
     serve = ServerSet()
@@ -169,11 +209,14 @@ def bench_install(base: Path, quick: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs per row")
+    parser.add_argument("--hostile-only", action="store_true", help="only the hostile-rebuilder table")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="rbg-dnf-bench-") as tmp:
         base = Path(tmp)
-        bench_resolved(base / "resolved", args.quick)
-        bench_install(base / "install", args.quick)
+        if not args.hostile_only:
+            bench_resolved(base / "resolved", args.quick)
+            bench_install(base / "install", args.quick)
+        bench_hostile(base / "hostile", args.quick)
     return 0
 
 

@@ -6,11 +6,17 @@ machine that CPU is taken from the client being measured, though a real
 rebuilder is another machine.  This asyncio server answers GETs from a
 directory (symlinks followed only inside it, bodies kept in memory) with
 keep-alive and an optional added latency, at a fraction of that cost.
+
+A server can also play a hostile rebuilder (:meth:`RemoteServers.hostile`):
+answer every request just before the client's deadline (a latency of its
+own), or answer every request with a maximum-size document carrying 8
+bogus signatures, which costs the client CPU to check and never verifies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -19,6 +25,20 @@ from urllib.parse import unquote, urlsplit
 
 class _State:
     latency = 0.0
+    bogus: bytes | None = None  # served for every request, when set
+
+
+def bogus_document(size: int, signatures: int = 8) -> bytes:
+    """A legacy metablock of at most *size* bytes that no key verifies.
+
+    The signed payload is a link whose ``command`` is a long list of small
+    numbers: the costliest shape to parse and canonicalize per byte.
+    """
+    def render(n: int) -> bytes:
+        return json.dumps({"signed": {"_type": "link", "name": "rebuild", "command": [1] * n, "products": {}},
+                           "signatures": [{"keyid": f"{i:064x}", "sig": "00" * 64} for i in range(signatures)]},
+                          separators=(",", ":")).encode()
+    return render(max(0, (size - len(render(0))) // 2))
 
 
 def _body(root: Path, cache: dict[str, bytes | None], target: str) -> bytes | None:
@@ -41,7 +61,9 @@ async def _serve(root: Path, conn: Connection, state: _State) -> None:
                 while (await reader.readline()) not in (b"\r\n", b"\n", b""):
                     pass
                 parts = request.split()
-                body = _body(root, cache, parts[1].decode("latin-1")) if len(parts) >= 2 else None
+                body = state.bogus
+                if body is None and len(parts) >= 2:
+                    body = _body(root, cache, parts[1].decode("latin-1"))
                 if state.latency:
                     await asyncio.sleep(state.latency)
                 if body is None:
@@ -69,7 +91,10 @@ async def _serve(root: Path, conn: Connection, state: _State) -> None:
             if command == "stop":
                 loop.call_soon_threadsafe(stop.set)
                 return
-            state.latency = value
+            if command == "bogus":
+                state.bogus = bogus_document(value) if value else None
+            else:
+                state.latency = value
             conn.send("ok")
 
     threading.Thread(target=control, daemon=True).start()
@@ -78,7 +103,8 @@ async def _serve(root: Path, conn: Connection, state: _State) -> None:
 
 
 def serve_forever(root: str, conn: Connection) -> None:
-    """Child-process entry point: send the URL, then obey ("latency", s) / ("stop", None)."""
+    """Child-process entry point: send the URL, then obey ("latency", s),
+    ("bogus", size or 0) and ("stop", None)."""
     asyncio.run(_serve(Path(root).resolve(), conn, _State()))
 
 
@@ -108,6 +134,17 @@ class RemoteServers:
         for conn in self._conns:
             conn.send(("latency", seconds))
             conn.recv()
+
+    def hostile(self, index: int, latency: float | None = None, bogus: int = 0) -> None:
+        """Make server *index* hostile: its own *latency* (e.g. just under the
+        client's deadline), and/or *bogus* documents of that many bytes for
+        every request (0: its real files again)."""
+        conn = self._conns[index]
+        if latency is not None:
+            conn.send(("latency", latency))
+            conn.recv()
+        conn.send(("bogus", bogus))
+        conn.recv()
 
     def close(self) -> None:
         for conn in self._conns:

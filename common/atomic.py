@@ -1,34 +1,36 @@
-"""One way to write a file that is either wholly old or wholly new.
+"""Replace a file atomically: readers see the old content or the new, never a mix.
 
-Every file rebuildgate writes for later runs (the halt state, cached
-evidence) goes through :func:`write_atomic`: a crash, a full disk or a
-concurrent writer can never leave a half-written file that a later run
-would misread, nor a stray temporary file.
+Every file rebuildgate writes and later trusts to be whole (cached evidence,
+halt state) goes through :func:`write_atomic`: a crash, a full disk or a
+concurrent reader must never see a truncated document.  The new content is
+written to a temporary file in the same directory (a rename is only atomic
+within one file system), flushed to disk, renamed over the target, and the
+directory is flushed too so that the rename itself survives a crash.  The
+temporary file is removed on any failure, so failures leave no litter.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
 
 
 def write_atomic(path: Path | str, data: bytes, mode: int = 0o644) -> None:
-    """Write *data* to *path*: temporary file in the same directory, write,
-    fsync, rename over *path*, fsync the directory.
+    """Replace *path* with *data* (permissions *mode*), atomically and durably.
 
-    Raises OSError (the temporary file removed) if any step fails, so that
-    the caller knows the new content was not saved.
+    Raises OSError if any step fails.  Up to the rename, *path* is then
+    unchanged; no temporary file is ever left behind.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         try:
             view = memoryview(data)
             while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fchmod(fd, mode)
+                view = view[os.write(fd, view):]
+            os.fchmod(fd, mode)  # mkstemp makes 0600; the umask does not apply to fchmod
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -39,13 +41,21 @@ def write_atomic(path: Path | str, data: bytes, mode: int = 0o644) -> None:
         except OSError:
             pass
         raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Flush the directory entry of the rename.
+
+    File systems that cannot flush a directory say so with EINVAL (that is
+    no error); any other failure is raised, since the rename may then not
+    survive a crash.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return  # renamed; a directory we cannot open cannot be synced either
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass  # some file systems refuse fsync on directories; the rename stands
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EROFS):
+            raise
     finally:
-        os.close(dir_fd)
+        os.close(fd)

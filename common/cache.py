@@ -6,15 +6,44 @@ verified again on every use, exactly like a fresh one, so a poisoned cache
 can cost a vote (by going stale) but never forge one.  Any error while
 reading or writing the cache is treated as a miss: the cache can only make
 verification faster, never make it fail.
+
+Nor may it make verification slow.  Whatever sits in the directory, a read
+cannot block: only regular files are read, opened without following
+symlinks and without waiting for a writer (a FIFO opens at once and is then
+refused), and anything larger than ``max_bytes`` is refused from its size
+before a byte is read.  :meth:`DocumentCache.get` still touches the disk,
+which may hang (a network file system), so the fetcher calls it on a
+worker thread, never on its event loop, and bounds the wait.
+
+The directory itself must be owned by root or by the user running the
+check, and writable by nobody else; otherwise the cache is off for the run
+and that is said once per process.  Under apt the method reads the cache as
+``_apt`` after dropping root: the default root-owned ``/var/cache/rebuildgate``
+is then read but not written (root's runs of dnf and the CLI fill it).  An
+admin who gives the directory to ``_apt`` lets the method write it, and root
+processes then ignore it: documents written by a process that parses
+untrusted input are not read by root.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import os
-import tempfile
+import stat
+import threading
 import time
 from pathlib import Path
+
+from .atomic import write_atomic
+
+log = logging.getLogger("rebuildgate")
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+#: Cache directories already warned about in this process (one warning each).
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
 
 
 class DocumentCache:
@@ -22,45 +51,125 @@ class DocumentCache:
         self.directory = Path(directory)
         self.ttl = ttl
         self.max_bytes = max_bytes
-        self._made = False  # the directory exists (checked once, not per document)
+        self._trusted: bool | None = None  # the directory was checked (once per instance)
+        self._swept = False
 
     def _path(self, url: str) -> Path:
         return self.directory / hashlib.sha256(url.encode("utf-8")).hexdigest()
 
     def get(self, url: str, now: float | None = None) -> bytes | None:
-        if self.ttl <= 0:
+        """The cached body for *url*, or None.  Blocking: never call it on an event loop."""
+        if self.ttl <= 0 or not self._usable(create=False):
             return None
-        path = self._path(url)
+        header = url.encode("utf-8") + b"\n"
         try:
-            st = path.stat()
-            if (now or time.time()) - st.st_mtime > self.ttl or st.st_size > self.max_bytes:
+            fd = os.open(self._path(url), _OPEN_FLAGS)
+        except OSError:  # missing, a symlink (ELOOP), unreadable
+            return None
+        try:
+            st = os.fstat(fd)
+            if (not stat.S_ISREG(st.st_mode) or st.st_size > len(header) + self.max_bytes
+                    or (now or time.time()) - st.st_mtime > self.ttl):
                 return None
-            with open(path, "rb") as f:
-                header = f.readline()
-                body = f.read(self.max_bytes + 1)
+            data = _read_up_to(fd, len(header) + self.max_bytes + 1)
         except OSError:
             return None
+        finally:
+            os.close(fd)
         # The URL is stored in the file so a hash collision or a file moved
         # between entries cannot serve another URL's document.
-        if header.rstrip(b"\n") != url.encode("utf-8") or len(body) > self.max_bytes:
+        if not data.startswith(header) or len(data) - len(header) > self.max_bytes:
             return None
-        return body
+        return data[len(header):]
 
     def put(self, url: str, body: bytes) -> None:
+        """Store *body* for *url* (atomically), or do nothing.  Blocking, like :meth:`get`."""
         if self.ttl <= 0 or len(body) > self.max_bytes or "\n" in url:
             return
+        if not self._usable(create=True):
+            return
         try:
-            if not self._made:
-                self.directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-                self._made = True
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(url.encode("utf-8") + b"\n" + body)
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, self._path(url))
-            except BaseException:
-                os.unlink(tmp)
-                raise
+            if not self._swept:
+                self._swept = True
+                self._sweep()
+            write_atomic(self._path(url), url.encode("utf-8") + b"\n" + body, mode=0o644)
         except OSError:
             return  # not writable (e.g. after dropping privileges): just no cache
+
+    def _sweep(self) -> None:
+        """Remove temporaries that a writer killed mid-write left (writes run on a
+        daemon thread, which ends with the process), once they are an hour old.
+        Entries are named by a hex digest; write_atomic's temporaries start with a dot."""
+        cutoff = time.time() - 3600
+        try:
+            with os.scandir(self.directory) as entries:
+                for entry in entries:
+                    if (entry.name.startswith(".") and entry.is_file(follow_symlinks=False)
+                            and entry.stat(follow_symlinks=False).st_mtime < cutoff):
+                        os.unlink(entry.path)
+        except OSError:
+            pass  # best effort: the next run tries again
+
+    def _usable(self, create: bool) -> bool:
+        """Whether the directory may be used: checked once, warned about once per process."""
+        if self._trusted is not None:
+            return self._trusted
+        try:
+            st = os.stat(self.directory)
+        except FileNotFoundError:
+            if not create:
+                return False  # nothing cached yet; a later put may create it
+            try:
+                self.directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+                st = os.stat(self.directory)
+            except OSError:
+                self._trusted = False  # not ours to create (e.g. after dropping privileges): no cache
+                return False
+        except OSError as e:
+            self._trusted = False
+            if e.errno != errno.EACCES:
+                _warn_once(self.directory, f"cannot use it: {e.strerror or e}")
+            return False
+        problem = directory_problem(st)
+        if problem:
+            _warn_once(self.directory, problem)
+        self._trusted = problem is None
+        return self._trusted
+
+
+def directory_problem(st: os.stat_result) -> str | None:
+    """Why a directory with this stat may not hold the cache, or None.
+
+    Another user who can write there could plant documents for root to
+    parse, FIFOs and symlinks for it to trip over, or swap entries while
+    they are read: such a directory is not used at all.
+    """
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a directory"
+    euid = os.geteuid()
+    if st.st_uid not in (0, euid):
+        return f"it is owned by uid {st.st_uid}, neither root nor the user running this check (uid {euid})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"it is writable by its group or by others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def _warn_once(directory: Path, problem: str) -> None:
+    key = str(directory)
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    log.warning("rebuildgate: evidence cache %s is not used: %s (fix it, or set [fetch] cache_dir = \"\")",
+                directory, problem)
+
+
+def _read_up_to(fd: int, limit: int) -> bytes:
+    chunks, size = [], 0
+    while size < limit:
+        chunk = os.read(fd, min(limit - size, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

@@ -89,6 +89,15 @@ class FetchError(RebuildgateError):
     kind = "fetch-error"
 
 
+class RebuilderOverBudget(FetchError):
+    """A rebuilder that cost too much time or CPU earlier in this run is not asked again.
+
+    See :mod:`rebuildgate.budget`; the message says which budget it overdrew.
+    """
+
+    kind = "slow"
+
+
 class EvidenceMissing(FetchError):
     """The rebuilder answered, but has nothing for this artifact (404)."""
 

@@ -33,6 +33,7 @@ import asyncio
 import base64
 import ipaddress
 import json
+import logging
 import os
 import re
 import socket
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
+from .budget import Budgets
 from .cache import DocumentCache
 from .errors import EvidenceMissing, FetchError
 from .layouts import evidence_urls, location, rebuilderd_attestation_url, rebuilderd_lookup_url
@@ -54,7 +56,11 @@ from .model import Artifact
 from .policy import FetchSettings, Rebuilder
 from .pool import DaemonPool
 
+log = logging.getLogger("rebuildgate")
+
 MAX_REDIRECTS = 3
+#: The share of the time left to a request that a cache read may take.
+CACHE_SHARE = 0.25
 MAX_REBUILDERD_RECORDS = 8
 USER_AGENT = "rebuildgate/0.1"
 
@@ -616,9 +622,15 @@ class Transport:
 
     * one request per URL: concurrent callers share it, and recent bodies
       are kept (at most ``MEMO_BYTES``) for the other binaries of a source;
-    * a host that timed out once is not asked again by this Transport (one
-      apt or dnf run), so a dead rebuilder costs one deadline, not one per
-      package;
+    * each rebuilder's origin has a time and CPU budget for this Transport
+      (one apt or dnf run, :mod:`rebuildgate.budget`): a host that timed
+      out once, answered slower than half the deadline three times, or sent
+      three costly documents that did not verify is not asked again, and
+      its requests still in flight are abandoned, so a dead or crawling
+      rebuilder costs about one deadline, not one per package;
+    * the on-disk cache is read and written on worker threads, never on
+      the loop: a read that hangs (a network file system) costs at most a
+      quarter of the time left, after which the cache is off for the run;
     * :meth:`slots` bounds the jobs of a Verifier to ``max_workers``.
 
     The coroutine :meth:`fetch` runs on the Transport's event loop
@@ -642,7 +654,11 @@ class Transport:
         self._inflight: dict[str, asyncio.Future[bytes]] = {}
         self._done: OrderedDict[str, bytes | None] = OrderedDict()  # None: missing (404)
         self._done_bytes = 0
-        self._tripped: dict[str, str] = {}
+        self.budgets = Budgets(settings.deadline)
+        self._active: dict[str, set[asyncio.Task[Any]]] = {}  # requests in flight, by origin
+        self._abandoned: set[asyncio.Task[Any]] = set()  # cancelled because their origin was tripped
+        self._cache_writer = DaemonPool(1, "rbg-cache")  # writes never queue ahead of reads
+        self._cache_off = False
 
     # -- threads <-> loop -----------------------------------------------------
 
@@ -671,6 +687,7 @@ class Transport:
     def close(self) -> None:
         self._io.close(self.http.close)
         self._blocking.shutdown()
+        self._cache_writer.shutdown()
 
     # -- on the loop ----------------------------------------------------------
 
@@ -741,26 +758,97 @@ class Transport:
             _, old = self._done.popitem(last=False)
             self._done_bytes -= len(old or b"")
 
-    async def _fetch(self, url: str, deadline: float, root: str | None, use_cache: bool) -> bytes:
+    @staticmethod
+    def origin(url: str, root: str | None = None) -> str:
+        """Whose budget a request for *url* spends: its host, or for ``file://``
+        the rebuilder's directory *root*."""
         if url.startswith("file://"):
-            return await self._blocking_call(self._read_file, url, root, deadline)
-        cache = self.cache if use_cache else None
+            return root or url.rsplit("/", 1)[0]
+        return _host(url)
+
+    def charge_check(self, origin: str, cpu: float) -> None:
+        """A document from *origin* gave no vote after *cpu* seconds of checking (on the loop)."""
+        if self.budgets.failed_check(origin, cpu):
+            self._abandon(origin)
+
+    async def _fetch(self, url: str, deadline: float, root: str | None, use_cache: bool) -> bytes:
+        origin = self.origin(url, root)
+        if url.startswith("file://"):
+            return await self._metered(origin, self._blocking_call, self._read_file, url, root, deadline)
+        cache = self.cache if use_cache and not self._cache_off else None
         if cache:
-            cached = cache.get(url)
+            cached = await self._cache_get(cache, url, deadline)
             if cached is not None:
                 return cached
-        host = urlsplit(url).netloc
-        tripped = self._tripped.get(host)
-        if tripped:
-            raise FetchError(f"{host} not asked again: it timed out earlier in this run ({tripped})")
-        try:
-            body = await self._http(url, deadline)
-        except _Timeout as e:
-            self._tripped.setdefault(host, str(e)[:120])
-            raise
+        body = await self._metered(origin, self._http, url, deadline)
         if cache:
-            cache.put(url, body)
+            self._cache_writer.submit(cache.put, url, body)  # in the background: never delays a verdict
         return body
+
+    async def _metered(self, origin: str, fetch: Any, *args: Any) -> bytes:
+        """``await fetch(*args)``: one request to *origin*, under its budget.
+
+        It is refused at once if *origin* is not asked again; counted as slow
+        when it reaches half the deadline; and ended with the budget's reason
+        if *origin* is tripped while it is in flight (:meth:`_abandon`).
+        """
+        refusal = self.budgets.refusal(origin)
+        if refusal is not None:
+            raise refusal
+        task = asyncio.current_task()
+        assert task is not None
+        active = self._active.setdefault(origin, set())
+        active.add(task)
+        timer = asyncio.get_running_loop().call_later(self.settings.deadline / 2, self._half_deadline, origin)
+        try:
+            return await fetch(*args)
+        except asyncio.CancelledError:
+            if task not in self._abandoned:
+                raise
+            self._abandoned.discard(task)
+            task.uncancel()  # our own cancel, told as the reason instead
+            raise self.budgets.refusal(origin) or FetchError(f"{origin}: request abandoned") from None
+        except _Timeout as e:
+            if self.budgets.timed_out(origin, str(e)):
+                self._abandon(origin)
+            raise
+        finally:
+            timer.cancel()
+            active.discard(task)
+            if not active:
+                self._active.pop(origin, None)
+
+    def _half_deadline(self, origin: str) -> None:
+        if self.budgets.slow_answer(origin):
+            self._abandon(origin)
+
+    def _abandon(self, origin: str) -> None:
+        """End the requests still in flight to *origin*, which is not asked again."""
+        current = asyncio.current_task()
+        for task in list(self._active.get(origin, ())):
+            if task is not current and not task.done() and task not in self._abandoned:
+                self._abandoned.add(task)
+                task.cancel()
+
+    async def _cache_get(self, cache: DocumentCache, url: str, deadline: float) -> bytes | None:
+        """The cached body of *url*, read on a worker thread, or None.
+
+        A cache read that takes more than a quarter of the time left is a
+        miss (the rest is for the rebuilder), and the cache is off for the
+        rest of the run: the worker it holds may be stuck for good.
+        """
+        wait = max(deadline - time.monotonic(), 0.0) * CACHE_SHARE
+        try:
+            async with asyncio.timeout(wait):
+                return await asyncio.wrap_future(self._blocking.submit(cache.get, url))
+        except TimeoutError:
+            if not self._cache_off:
+                self._cache_off = True
+                log.warning("rebuildgate: reading the evidence cache %s took more than %.1fs; "
+                            "not used for the rest of this run", cache.directory, wait)
+            return None
+        except Exception:  # noqa: BLE001 - the cache can only make things faster, never fail them
+            return None
 
     async def _blocking_call(self, fn: Any, url: str, root: str | None, deadline: float) -> bytes:
         try:
@@ -874,6 +962,10 @@ class EvidenceSource:
         self.rebuilder = rebuilder
         self.transport = transport
         self.base = location(rebuilder.url)
+        #: What bounds its file:// reads (rebuilderd URLs are built from the policy's URL as written).
+        self.root = rebuilder.url if rebuilder.layout == "rebuilderd" else self.base
+        #: Whose time and CPU budget its requests spend (see rebuildgate.budget).
+        self.origin = transport.origin(self.root, self.root)
 
     def urls(self, artifact: Artifact) -> list[str]:
         return evidence_urls(self.rebuilder, artifact)
@@ -885,12 +977,12 @@ class EvidenceSource:
     async def fetch_documents(self, artifact: Artifact, deadline: float) -> list[Document]:
         if self.rebuilder.layout == "rebuilderd":
             return await self._rebuilderd(artifact, deadline)
-        return [Document(u, await self.transport.fetch(u, deadline, self.base)) for u in self.urls(artifact)]
+        return [Document(u, await self.transport.fetch(u, deadline, self.root)) for u in self.urls(artifact)]
 
     async def _rebuilderd(self, artifact: Artifact, deadline: float) -> list[Document]:
         rb = self.rebuilder
         lookup = rebuilderd_lookup_url(rb.url, artifact)
-        body = await self.transport.fetch(lookup, deadline, rb.url)
+        body = await self.transport.fetch(lookup, deadline, self.root)
         try:
             page = json.loads(body)
             records = page["records"] if isinstance(page, dict) else page
@@ -911,7 +1003,7 @@ class EvidenceSource:
         docs, errors = [], []
         for url in urls[:MAX_REBUILDERD_RECORDS]:
             try:
-                docs.append(Document(url, await self.transport.fetch(url, deadline, rb.url)))
+                docs.append(Document(url, await self.transport.fetch(url, deadline, self.root)))
             except FetchError as e:
                 errors.append(e)
         if not docs:

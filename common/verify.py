@@ -30,7 +30,7 @@ from .evidence import KeySet, load_keyset, verify_document
 from .fetch import EvidenceSource, make_transport
 from .model import Artifact, Problem, RebuilderReport, SignedLink
 from .policy import Policy, Rebuilder
-from .pool import DaemonPool
+from .pool import FairPool
 
 log = logging.getLogger("rebuildgate")
 
@@ -45,7 +45,9 @@ class _Job:
 
     At most ``max_workers`` jobs run at once.  Counting from submission
     would time out packages of a large transaction whose rebuilders are
-    fine but whose turn had not come.  ``report`` is set on the fetcher's
+    fine but whose turn had not come.  A job that has not started is waited
+    for only while jobs keep starting and ending (see
+    :meth:`PendingVerdict._limit`).  ``report`` is set on the fetcher's
     loop when the job ends.
     """
 
@@ -63,8 +65,6 @@ class PendingVerdict:
 
     #: Grace after a job's deadline for it to notice and return.
     GRACE = 1.0
-    #: The longest :meth:`result` waits for jobs that have not even started.
-    QUEUE_LIMIT = 600.0
 
     def __init__(self, verifier: "Verifier", artifact: Artifact, rule: Rule, jobs: list[_Job],
                  running: "Future[Any] | None") -> None:
@@ -81,9 +81,20 @@ class PendingVerdict:
         return self._verdict is not None or self._running is None or self._running.done()
 
     def _limit(self, job: _Job) -> float:
+        """Until when :meth:`result` waits for *job*.
+
+        A running job ends by its deadline.  A queued one waits for a slot,
+        and while the fetcher is healthy a slot frees up at least once per
+        deadline (every running job ends by then), so a queue of any length
+        keeps moving: it is waited for as long as some job started or ended
+        within the last deadline.  When nothing has moved for a whole
+        deadline the fetcher is stuck, and the queued job fails closed then,
+        about one deadline after the last sign of life, not after minutes.
+        """
+        deadline = self._verifier.policy.fetch.deadline + self.GRACE
         if job.started is None:
-            return self._submitted + self.QUEUE_LIMIT
-        return job.started + self._verifier.policy.fetch.deadline + self.GRACE
+            return max(self._submitted, self._verifier.last_progress) + deadline
+        return job.started + deadline
 
     def _wait(self) -> None:
         """Until every job is done or past its own limit; no busy loop.
@@ -165,7 +176,10 @@ class Verifier:
             rb.name: load_keyset(rb, i, policy.path) for i, rb in enumerate(policy.rebuilders)}
         self.transport = make_transport(policy.fetch, proxy)
         self.sources = {rb.name: EvidenceSource(rb, self.transport) for rb in policy.rebuilders}
-        self._checkers = DaemonPool(CHECKERS, "rbg-check")
+        self._checkers = FairPool(CHECKERS, "rbg-check")
+        #: When a job last started or ended (monotonic; see PendingVerdict._limit).
+        self.last_progress = time.monotonic()
+        self._shares: dict[str, asyncio.Semaphore] = {}  # see _share; touched on the loop only
         self._today = today
         if halts is None and policy.halt is not None:
             from .halt import HaltWatch
@@ -260,8 +274,8 @@ class Verifier:
     async def _run_job(self, rebuilder: Rebuilder, artifact: Artifact, job: _Job) -> None:
         """One job, never raising: whatever goes wrong costs this rebuilder's vote."""
         try:
-            async with self.transport.slots():
-                job.started = time.monotonic()
+            async with self._share(rebuilder.name), self.transport.slots():
+                job.started = self.last_progress = time.monotonic()
                 deadline = job.started + self.policy.fetch.deadline
                 try:
                     async with asyncio.timeout_at(deadline + 0.2):  # the fetcher's own deadline comes first
@@ -270,11 +284,31 @@ class Verifier:
                     job.report = _timed_out(rebuilder.name, self.policy.fetch.deadline)
         except Exception as e:  # noqa: BLE001 - a bug costs the vote, never opens the gate
             job.report = RebuilderReport(rebuilder.name, (), (Problem("internal-error", repr(e)[:300]),))
+        finally:
+            self.last_progress = time.monotonic()
+
+    def _share(self, rebuilder: str) -> asyncio.Semaphore:
+        """At most half of the ``max_workers`` job slots for one rebuilder (on the loop).
+
+        Jobs take their slots in submission order, and a rebuilder that
+        holds each request until just before the deadline would otherwise
+        collect every slot: the other rebuilders' work, done in
+        milliseconds, would wait with it until its budget runs out.  Waiting
+        here, before a slot is taken, the others go on meanwhile.  With a
+        single rebuilder there is nobody to share with.
+        """
+        share = self._shares.get(rebuilder)
+        if share is None:
+            workers = max(self.policy.fetch.max_workers, 1)
+            size = workers if len(self.sources) < 2 else max(1, (workers + 1) // 2)
+            share = self._shares[rebuilder] = asyncio.Semaphore(size)
+        return share
 
     async def _report(self, rebuilder: Rebuilder, artifact: Artifact, deadline: float) -> RebuilderReport:
         """Fetch and check one rebuilder's evidence for one artifact."""
+        source = self.sources[rebuilder.name]
         try:
-            documents = await self.sources[rebuilder.name].fetch_documents(artifact, deadline)
+            documents = await source.fetch_documents(artifact, deadline)
         except EvidenceMissing as e:
             return RebuilderReport(rebuilder.name, (), (Problem("missing", str(e)),))
         except FetchError as e:
@@ -282,33 +316,45 @@ class Verifier:
         links: list[SignedLink] = []
         problems: list[Problem] = []
         # Signature checks release the GIL: on checker threads they run on
-        # another core while this loop goes on reading answers.
+        # another core while this loop goes on reading answers.  Each
+        # rebuilder's checks queue apart, served in turn, so one rebuilder's
+        # costly documents never hold up another's.
         outcomes = await asyncio.wrap_future(self._checkers.submit(
-            lambda: [self._check(rebuilder.name, doc.url, doc.body) for doc in documents]))
-        for outcome in outcomes:
+            rebuilder.name, lambda: [self._check(source, doc.url, doc.body) for doc in documents]))
+        for outcome, cpu in outcomes:
             if isinstance(outcome, SignedLink):
                 links.append(outcome)
             else:
                 problems.append(outcome)
+                if cpu is not None:
+                    self.transport.charge_check(source.origin, cpu)
         return RebuilderReport(rebuilder.name, tuple(links), tuple(problems))
 
-    def _check(self, rebuilder: str, url: str, body: bytes) -> SignedLink | Problem:
+    def _check(self, source: EvidenceSource, url: str, body: bytes) -> tuple[SignedLink | Problem, float | None]:
         """verify_document, once per (rebuilder, URL, body): the binaries of one
         source package share one merged link, so it is checked once.  Only
-        the outcome is kept (never the body or an exception holding it).
+        the outcome is kept (never the body or an exception holding it),
+        with the CPU seconds the check cost (None when it was not checked now).
+        A rebuilder that has overdrawn its CPU budget is not checked at all.
         Runs on the checker threads."""
+        rebuilder = source.rebuilder.name
         key = (rebuilder, url, hashlib.sha256(body).digest())
         outcome = self._checked.get(key)
-        if outcome is None:
-            try:
-                outcome = verify_document(body, self.keysets[rebuilder], url,
-                                          self.sources[rebuilder].rebuilder.predicate_types)
-            except EvidenceError as e:
-                outcome = Problem(e.kind, f"{e} ({url})")
-            if len(self._checked) > 65536:  # bounded
-                self._checked.clear()
-            self._checked[key] = outcome
-        return outcome
+        if outcome is not None:
+            return outcome, None
+        refusal = self.transport.budgets.check_refusal(source.origin)
+        if refusal is not None:
+            return Problem(refusal.kind, str(refusal)), None
+        started = time.thread_time()
+        try:
+            outcome = verify_document(body, self.keysets[rebuilder], url, source.rebuilder.predicate_types)
+        except EvidenceError as e:
+            outcome = Problem(e.kind, f"{e} ({url})")
+        cpu = time.thread_time() - started
+        if len(self._checked) > 65536:  # bounded
+            self._checked.clear()
+        self._checked[key] = outcome
+        return outcome, cpu
 
     def _finish(self, verdict: Verdict) -> Verdict:
         """Record the verdict; relaxations are always logged (stderr and file).

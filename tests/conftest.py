@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 
 import pytest
 
+from tests.support.fifos import release_fifos
 from tests.support.keys import GpgKey, TestKey, make_gpg_key, make_key
 from tests.support.server import RebuilderServer
 
@@ -81,3 +82,12 @@ def rebuilder_server(tmp_path: Path) -> Iterator[Callable[..., RebuilderServer]]
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def fifos() -> Iterator[list[Path]]:
+    """Named pipes a test planted; released at teardown so no thread stays
+    blocked in open() after the test (and the interpreter can exit)."""
+    made: list[Path] = []
+    yield made
+    release_fifos(made)

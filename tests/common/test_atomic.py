@@ -1,4 +1,4 @@
-"""The one atomic-write helper: whole old or whole new content, never a stray temporary file."""
+"""write_atomic: whole content or the old one, the mode asked for, no litter."""
 
 from __future__ import annotations
 
@@ -10,6 +10,54 @@ import pytest
 from rebuildgate import atomic
 from rebuildgate.atomic import write_atomic
 from tests.support.disk import full_directory
+
+
+def test_writes_and_replaces_with_the_mode_asked_for(tmp_path) -> None:
+    target = tmp_path / "state.json"
+    write_atomic(target, b"first")
+    assert target.read_bytes() == b"first"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    write_atomic(str(target), b"second" * 1000, mode=0o600)
+    assert target.read_bytes() == b"second" * 1000
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert os.listdir(tmp_path) == ["state.json"]
+
+
+def test_a_symlink_at_the_target_is_replaced_not_followed(tmp_path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(b"untouched")
+    target = tmp_path / "doc"
+    target.symlink_to(elsewhere)
+    write_atomic(target, b"new")
+    assert not target.is_symlink() and target.read_bytes() == b"new"
+    assert elsewhere.read_bytes() == b"untouched"
+
+
+def test_failure_before_the_rename_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch) -> None:
+    target = tmp_path / "doc"
+    target.write_bytes(b"old")
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(atomic.os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        write_atomic(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["doc"]
+
+
+def test_failure_of_the_rename_leaves_no_temporary(tmp_path) -> None:
+    target = tmp_path / "a-directory"
+    (target / "inside").mkdir(parents=True)  # a non-empty directory cannot be replaced by a file
+    with pytest.raises(OSError):
+        write_atomic(target, b"new")
+    assert sorted(os.listdir(tmp_path)) == ["a-directory"]
+
+
+def test_missing_directory_is_an_error(tmp_path) -> None:
+    with pytest.raises(OSError):
+        write_atomic(tmp_path / "no" / "such" / "file", b"x")
 
 
 def test_writes_whole_content_with_mode(tmp_path) -> None:

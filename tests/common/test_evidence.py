@@ -190,6 +190,82 @@ def test_too_many_signatures_refused(tmp_keys) -> None:
         verify_document(json.dumps(doc).encode(), keyset("rb", tmp_keys("ed25519").public_pem))
 
 
+@pytest.mark.parametrize("fmt", ["legacy", "dsse"])
+def test_at_most_eight_signatures_are_tried(tmp_keys, fmt) -> None:
+    """Each signature may cost a check with every key over the whole payload:
+    a rebuilder's document with more than 8 (rebuilderd signs with 2) is
+    refused before any is tried; with 8, the valid one may come last."""
+    key = tmp_keys("ed25519")
+    link = make_link({DEB: CONTENT})
+    doc = json.loads(sign_legacy(link, key.signer) if fmt == "legacy" else sign_dsse(link, key.signer))
+    valid = doc["signatures"][0]
+    bogus = {"keyid": "ab" * 32, "sig": "00" * 64 if fmt == "legacy" else base64.b64encode(b"\0" * 64).decode()}
+    ks = keyset("rb", key.public_pem)
+    doc["signatures"] = [bogus] * 7 + [valid]
+    assert verify_document(json.dumps(doc).encode(), ks).products[DEB]
+    doc["signatures"] = [bogus] * 8 + [valid]
+    with pytest.raises(MalformedEvidence) as e:
+        verify_document(json.dumps(doc).encode(), ks)
+    assert "9 signatures (max 8)" in str(e.value)
+
+
+def test_the_payload_is_canonicalized_once_however_many_signatures_and_keys(tmp_keys, monkeypatch) -> None:
+    import rebuildgate.evidence as evidence
+
+    keys = [tmp_keys("ed25519"), tmp_keys("rsa"), tmp_keys("ecdsa")]
+    signed = json.loads(sign_legacy(make_link({DEB: CONTENT}), keys[0].signer))["signed"]
+    doc = {"signed": signed, "signatures": [{"keyid": f"{i:064x}", "sig": "00" * 64} for i in range(8)]}
+    calls: list[int] = []
+    original = evidence._canonical_bytes
+    monkeypatch.setattr(evidence, "_canonical_bytes", lambda obj: calls.append(1) or original(obj))
+    with pytest.raises(UnknownKey):  # 8 signatures x 4 key variants tried, each over the same bytes
+        verify_document(json.dumps(doc).encode(), keyset("rb", *(k.public_pem for k in keys)))
+    assert len(calls) == 1
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(10 ** 30), max_value=10 ** 30)
+    | st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, blacklist_categories=("Cs",)), max_size=12)
+    | st.sampled_from(["\\", "\"", "\\\"", "\\n", "a\\", "\n", "\x7f", "\u2028", "\\u0000"]),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=6), inner, max_size=5),
+    max_leaves=30)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(value=_JSON_VALUES)
+def test_fast_canonical_json_is_securesystemslibs(value) -> None:
+    """The bytes signatures are checked over are exactly securesystemslib's
+    canonical JSON, control characters and escapes included."""
+    from securesystemslib.formats import encode_canonical
+
+    from rebuildgate.evidence import _canonical_bytes
+
+    assert _canonical_bytes(value) == encode_canonical(value).encode("utf-8")
+
+
+@pytest.mark.parametrize("number", ["1.5", "1e3", "-0.0", "NaN", "Infinity", "1E400"])
+def test_non_integers_in_the_signed_payload_are_still_malformed(tmp_keys, number) -> None:
+    key = tmp_keys("ed25519")
+    raw = sign_legacy(make_link({DEB: CONTENT}), key.signer).decode()
+    doc = raw.replace('"_type":', f'"x": {number}, "_type":', 1)
+    assert doc != raw
+    with pytest.raises(MalformedEvidence) as e:
+        verify_document(doc.encode(), keyset("rb", key.public_pem))
+    assert "cannot be canonicalized" in str(e.value)
+
+
+def test_halt_documents_may_carry_more_signatures_than_evidence(tmp_keys) -> None:
+    """K of N developers sign a halt: the brake is not refused because many agreed."""
+    from rebuildgate.evidence import MAX_HALT_SIGNATURES, parse_metablock
+
+    doc = {"signed": {"_type": "halt"}, "signatures": [{"keyid": f"{i:064x}", "sig": "00"} for i in range(12)]}
+    _signed, sigs, _data = parse_metablock(json.dumps(doc).encode())
+    assert len(sigs) == 12 <= MAX_HALT_SIGNATURES
+    doc["signatures"] *= 2
+    with pytest.raises(MalformedEvidence):
+        parse_metablock(json.dumps(doc).encode())
+
+
 def test_dsse_with_wrong_signature_encoding(tmp_keys) -> None:
     key = tmp_keys("ed25519")
     env = json.loads(sign_dsse(make_link({DEB: CONTENT}), key.signer))

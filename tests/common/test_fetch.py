@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from rebuildgate.errors import EvidenceMissing, FetchError
+from rebuildgate.errors import EvidenceMissing, FetchError, RebuilderOverBudget
 from rebuildgate.fetch import EvidenceSource, Transport
 from rebuildgate.model import Artifact
 from rebuildgate.policy import FetchSettings, Rebuilder
 
 from tests.support.server import Fault
+from tests.support.waiting import wait_until
 
 SETTINGS = FetchSettings(connect_timeout=1.0, read_timeout=1.0, deadline=2.0, max_bytes=64 * 1024,
                          cache_dir=None)
@@ -116,6 +117,52 @@ def test_concurrent_requests_for_one_url_share_one_fetch(served) -> None:
     assert bodies == [b"evidence"] * 8 and served.requests.count("/doc") == 1
 
 
+def test_a_host_slower_than_half_the_deadline_three_times_is_not_asked_again(served) -> None:
+    """Answers that take most of the deadline never trip the timeout rule,
+    but they cost a deadline per package: three of them use up the host's
+    time budget (the third is abandoned the moment it counts)."""
+    settings = FetchSettings(connect_timeout=1.0, read_timeout=2.0, deadline=1.0, cache_dir=None)
+    served.latency = 0.7
+    for i in range(5):
+        (served.root / f"d{i}").write_bytes(b"evidence")
+    t = Transport(settings)
+    try:
+        for i in range(2):
+            assert t.get(f"{served.url}/d{i}", time.monotonic() + settings.deadline) == b"evidence"
+        for i in range(2, 5):
+            with pytest.raises(RebuilderOverBudget) as e:
+                t.get(f"{served.url}/d{i}", time.monotonic() + settings.deadline)
+            assert e.value.kind == "slow"
+            assert "answered 3 requests slower than half the deadline (0.5 s); not asked again" in str(e.value)
+    finally:
+        t.close()
+    assert served.requests == ["/d0", "/d1", "/d2"]
+
+
+def test_requests_in_flight_are_abandoned_when_their_host_is_tripped(served) -> None:
+    """Three requests hang: when they pass half the deadline the host is
+    tripped, and all three end then with the reason (not at the deadline,
+    as timeouts)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = FetchSettings(connect_timeout=1.0, read_timeout=5.0, deadline=4.0, cache_dir=None)
+    served.fault = Fault.hang()
+    t = Transport(settings)
+
+    def kind(i: int) -> str:
+        try:
+            t.get(f"{served.url}/d{i}", time.monotonic() + settings.deadline)
+        except FetchError as e:
+            return e.kind
+        return "answered"
+
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            assert list(pool.map(kind, range(3))) == ["slow"] * 3
+    finally:
+        t.close()
+
+
 def test_file_source_stays_inside_its_directory(tmp_path) -> None:
     base = tmp_path / "evidence"
     (base / "sub").mkdir(parents=True)
@@ -181,6 +228,7 @@ def test_cache_serves_fresh_bodies_and_never_bad_ones(tmp_path, served) -> None:
     t = Transport(SETTINGS, cache=cache)
     url = f"{served.url}/doc"
     assert t.get(url, time.monotonic() + 2) == b"evidence"
+    assert wait_until(lambda: cache.get(url) is not None)  # written in the background
     t2 = Transport(SETTINGS, cache=cache)  # a new process: memo empty, cache warm
     served.fault = Fault.status(500)
     assert t2.get(url, time.monotonic() + 2) == b"evidence"

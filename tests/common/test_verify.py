@@ -14,8 +14,9 @@ from rebuildgate.verify import Verifier
 
 from tests.support.links import digests, tamper
 from tests.support.policy import write_policy
-from tests.support.rebuilders import make_rebuilders
+from tests.support.rebuilders import attest_packages, make_rebuilders
 from tests.support.server import Fault
+from tests.support.waiting import wait_until
 
 CONTENT = b"honest package"
 EVIL = b"backdoored package"
@@ -39,6 +40,12 @@ def world(tmp_path, rebuilder_server):
         path = write_policy(tmp_path / "policy.toml", [rb.entry() for rb in rbs], **policy)
         return rbs, load_policy(path)
     return make
+
+
+def attested(rbs, count: int) -> list[Artifact]:
+    """*count* packages, each attested by every one of *rbs*."""
+    return [Artifact(filename, digests(content)["sha256"], name=name, version="1.0", arch="all")
+            for name, filename, content in attest_packages(rbs, count)]
 
 
 def verify(policy, *arts: Artifact, **kw):
@@ -211,6 +218,101 @@ def test_queued_packages_do_not_time_out(world) -> None:
     verdicts = verify(policy, *arts)
     assert time.monotonic() - start > 1.0  # 30 requests, 2 at a time, 0.1 s each: well past one deadline
     assert all(v.accepted for v in verdicts), [v.reason for v in verdicts if not v.accepted]
+
+
+def test_jobs_queued_behind_a_stuck_fetcher_fail_closed_within_about_a_deadline(world, monkeypatch) -> None:
+    """A job that cannot start because what it waits for is stuck (here a
+    blocking call on the fetcher's event loop, as a FIFO in the cache once
+    caused) does not wait the old 600 s: with nothing started or ended for a
+    deadline, every verdict is given, blocking, about a deadline later."""
+    import threading
+
+    from rebuildgate.fetch import EvidenceSource
+    from rebuildgate.verify import PendingVerdict
+
+    deadline = 1.0
+    _, policy = world(2, threshold=1, fetch={"deadline": deadline, "max_workers": 1})
+    stuck = threading.Event()
+    original = EvidenceSource.fetch_documents
+
+    async def freezing(self, artifact, deadline):
+        if self.rebuilder.name == "rb1":
+            stuck.wait(60)  # the whole loop stops, as in a blocking open(2)
+        return await original(self, artifact, deadline)
+
+    monkeypatch.setattr(EvidenceSource, "fetch_documents", freezing)
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.setdefault("verdicts", verify(policy, artifact(), artifact())),
+                              daemon=True)
+    limit = deadline + PendingVerdict.GRACE + 3.0
+    try:
+        thread.start()
+        thread.join(limit)
+        assert not thread.is_alive(), f"no verdicts {limit:g}s after submitting (deadline {deadline:g}s)"
+    finally:
+        stuck.set()
+    for v in box["verdicts"]:
+        assert not v.allowed and {name for name, _ in v.errors} == {"rb1", "rb2"}, v.reason
+
+
+def test_one_rebuilders_costly_checks_do_not_hold_up_anothers(world, monkeypatch) -> None:
+    """rb1's documents arrive first and each check of them takes forever
+    (as huge documents full of bogus signatures do); rb2's links, which
+    arrive later, are still all checked meanwhile: checks queue per
+    rebuilder and one rebuilder never holds every checker thread."""
+    import threading
+
+    import rebuildgate.verify as verify_mod
+
+    monkeypatch.setattr(verify_mod, "CHECKERS", 2)
+    rbs, policy = world(2, threshold=1, publish=False)
+    arts = attested(rbs, 6)
+    rbs[1].server.latency = 0.3  # rb1's documents are all queued for checking first
+    release = threading.Event()
+    checked: list[str] = []
+    original = verify_mod.verify_document
+
+    def costly(raw, keyset, *args, **kw):
+        if keyset.rebuilder == "rb1":
+            release.wait(60)
+        else:
+            checked.append(keyset.rebuilder)
+        return original(raw, keyset, *args, **kw)
+
+    monkeypatch.setattr(verify_mod, "verify_document", costly)
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.setdefault("verdicts", verify(policy, *arts)), daemon=True)
+    try:
+        thread.start()
+        wait_until(lambda: len(checked) >= len(arts), 20)
+        assert checked == ["rb2"] * len(arts), f"rb2's links checked while rb1's checks ran: {len(checked)}"
+    finally:
+        release.set()
+        thread.join(30)
+    assert all(v.accepted for v in box["verdicts"])
+
+
+def test_a_rebuilder_holding_its_requests_cannot_take_every_job_slot(world) -> None:
+    """rb1 holds every request (until its server is stopped); with 4 job
+    slots and 8 packages, rb1 gets at most half of them, so rb2's lookups
+    all go through meanwhile instead of queueing behind rb1's."""
+    import threading
+
+    rbs, policy = world(2, threshold=1, publish=False,
+                        fetch={"deadline": 30.0, "read_timeout": 30.0, "max_workers": 4})
+    arts = attested(rbs, 8)
+    rbs[0].server.fault = Fault.hang()
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.setdefault("verdicts", verify(policy, *arts)), daemon=True)
+    try:
+        thread.start()
+        wait_until(lambda: len(rbs[1].server.requests) >= len(arts))
+        assert len(rbs[1].server.requests) == len(arts), f"rb2 asked {len(rbs[1].server.requests)} times"
+        assert len(rbs[0].server.requests) <= 2
+    finally:
+        rbs[0].server.stop()  # rb1's held requests end (a fetch error each)
+        thread.join(30)
+    assert all(v.accepted for v in box["verdicts"])
 
 
 def test_refuse_applies_policy_relaxations_and_logs(world, tmp_path) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-from .helpers import Behaviour, RawServer, release_fifos
+from .helpers import Behaviour, RawServer
 
 
 @pytest.fixture
@@ -24,12 +23,3 @@ def raw_server() -> Iterator[Callable[[Behaviour], RawServer]]:
     yield make
     for server in servers:
         server.stop()
-
-
-@pytest.fixture
-def fifos() -> Iterator[list[Path]]:
-    """Named pipes a test planted; released at teardown so no thread stays
-    blocked in open() after the test (and the interpreter can exit)."""
-    made: list[Path] = []
-    yield made
-    release_fifos(made)

@@ -4,8 +4,6 @@
   for attacks the HTTP-level ``tests.support.server.RebuilderServer`` cannot
   express (headers sent one byte at a time, endless ``100 Continue``, a
   ``Content-Encoding`` header on a compressed body).
-* :func:`release_fifos` - unblocks threads stuck opening named pipes, so a
-  test that exposes a hang does not hang the whole run afterwards.
 * :func:`cli` - the ``rebuildgate`` command in a subprocess with a timeout.
 * :func:`fuzz_settings` - bounded hypothesis settings; the number of examples
   is raised by hand with ``REBUILDGATE_FUZZ_EXAMPLES=N`` and the examples are
@@ -15,15 +13,13 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from hypothesis import HealthCheck, settings
 
@@ -147,45 +143,6 @@ def canned(response: bytes) -> Behaviour:
         conn.sendall(response)
         conn.shutdown(socket.SHUT_WR)
     return behaviour
-
-
-# ---------------------------------------------------------------------------
-# Named pipes in file:// evidence trees
-
-
-def release_fifos(fifos: Sequence[Path], rounds: int = 20) -> None:
-    """Unblock every thread stuck opening one of *fifos* and make later opens
-    of those paths harmless (the pipe is replaced by an empty regular file,
-    the old pipe is opened for writing until no reader is left)."""
-    for fifo in fifos:
-        if not fifo.exists() and not fifo.is_symlink():
-            continue
-        keep = fifo.with_name(fifo.name + ".held")
-        try:
-            os.link(fifo, keep)
-        except OSError:
-            keep = None
-        tmp = fifo.with_name(fifo.name + ".tmp")
-        tmp.write_bytes(b"")
-        os.replace(tmp, fifo)
-        if keep is None:
-            continue
-        idle = 0
-        for _ in range(rounds * 10):
-            try:
-                fd = os.open(keep, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as e:
-                if e.errno != errno.ENXIO:
-                    raise
-                idle += 1
-                if idle >= 3:
-                    break
-                time.sleep(0.02)
-                continue
-            idle = 0
-            os.close(fd)
-            time.sleep(0.01)
-        keep.unlink()
 
 
 def kinds(verdict) -> dict[str, set[str]]:

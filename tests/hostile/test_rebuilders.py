@@ -26,7 +26,7 @@ from rebuildgate.verify import Verifier
 
 from tests.support.links import digests, make_link, rebuilderd_public_pem, sign_legacy_gpg
 from tests.support.policy import RebuilderEntry, write_policy
-from tests.support.rebuilders import FakeRebuilder, make_rebuilders
+from tests.support.rebuilders import FakeRebuilder, attest_packages, make_rebuilders
 from tests.support.server import Fault, publish_package_rebuilder
 
 from .helpers import canned, cli, endless_continue, kinds, slow_headers
@@ -397,3 +397,139 @@ def test_weak_digest_cannot_outvote_a_strong_mismatch(tmp_path, rebuilder_server
     policy = load_policy(write_policy(tmp_path / "policy.toml", [rb1.entry()], threshold=1, max_conflicts=0))
     (v,), _ = verify(policy, artifact())
     assert not v.accepted and v.vote_count == 0 and v.conflict_count == 1, v.reason
+
+
+# ---------------------------------------------------------------------------
+# The evidence cache: whatever sits in its directory is a miss, at once
+
+
+def _cache_fifo(path: Path, ctx) -> None:
+    os.mkfifo(path)
+    ctx["fifos"].append(path)
+
+
+def _cache_symlink_to_valid_entry(path: Path, ctx) -> None:
+    from rebuildgate.cache import DocumentCache
+
+    elsewhere = DocumentCache(ctx["tmp_path"] / "elsewhere", ttl=3600, max_bytes=FetchSettings().max_bytes)
+    elsewhere.put(ctx["url"], ctx["doc"])  # a well-formed, fresh entry for this very URL
+    path.symlink_to(elsewhere._path(ctx["url"]))
+
+
+def _cache_huge_sparse_file(path: Path, ctx) -> None:
+    with open(path, "wb") as f:
+        f.write(ctx["url"].encode() + b"\n")
+        f.truncate(8 << 30)
+
+
+CACHE_PLANTS = {
+    "fifo": _cache_fifo,
+    "symlink-to-a-valid-entry-elsewhere": _cache_symlink_to_valid_entry,
+    "symlink-to-dev-zero": lambda path, ctx: path.symlink_to("/dev/zero"),
+    "directory": lambda path, ctx: path.mkdir(),
+    "huge-sparse-file": _cache_huge_sparse_file,
+}
+
+
+@pytest.mark.parametrize("plant", list(CACHE_PLANTS))
+def test_anything_planted_in_the_cache_is_a_miss_and_the_rebuilder_is_asked(tmp_path, rebuilder_server, ctx,
+                                                                           plant) -> None:
+    """A FIFO in the cache directory used to freeze the fetcher's loop (the
+    cache was read there, with a blocking open): every verdict then waited
+    for PendingVerdict's 600 s limit.  Now anything but a regular file is a
+    miss, read off the loop, and both rebuilders are fetched as usual."""
+    from rebuildgate.cache import DocumentCache
+
+    rb1, rb2 = make_rebuilders(tmp_path, 2, rebuilder_server)
+    for rb in (rb1, rb2):
+        rb.publish("hello", "1.0-1", {FILE: CONTENT})
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir(mode=0o755)
+    url = f"{rb1.url}/sources/hello/1.0-1/metadata"
+    ctx.update(tmp_path=tmp_path, url=url, doc=metadata(rb1).read_bytes())
+    CACHE_PLANTS[plant](DocumentCache(cache_dir, 3600, FetchSettings().max_bytes)._path(url), ctx)
+    policy = load_policy(write_policy(tmp_path / "policy.toml", [rb1.entry(), rb2.entry()], threshold=2,
+                                      fetch={**FETCH, "cache_dir": str(cache_dir), "cache_ttl": 3600}))
+    (v,), elapsed = verify(policy, artifact())
+    assert elapsed < DEADLINE + SLACK, f"{plant}: verdict after {elapsed:.1f}s"
+    assert v.accepted and {x.rebuilder for x in v.votes} == {"rb1", "rb2"}, v.reason
+    assert rb1.server.requests == ["/sources/hello/1.0-1/metadata"], f"{plant}: the cache entry was used"
+
+
+def test_a_cache_directory_others_can_write_is_ignored(tmp_path, rebuilder_server, caplog, monkeypatch) -> None:
+    """Documents planted in a group-writable cache directory are never read
+    (the rebuilder is asked instead), and the run says so once."""
+    import logging
+
+    from rebuildgate import cache as cache_module
+    from rebuildgate.cache import DocumentCache
+
+    monkeypatch.setattr(cache_module, "_warned", set())
+    (rb1,) = make_rebuilders(tmp_path, 1, rebuilder_server)
+    rb1.publish("hello", "1.0-1", {FILE: CONTENT})
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    url = f"{rb1.url}/sources/hello/1.0-1/metadata"
+    DocumentCache(cache_dir, 3600, FetchSettings().max_bytes).put(url, metadata(rb1).read_bytes())
+    cache_dir.chmod(0o775)
+    policy = load_policy(write_policy(tmp_path / "policy.toml", [rb1.entry()], threshold=1,
+                                      fetch={**FETCH, "cache_dir": str(cache_dir), "cache_ttl": 3600}))
+    caplog.set_level(logging.WARNING, logger="rebuildgate")
+    for _ in range(2):
+        (v,), _elapsed = verify(policy, artifact())
+        assert v.accepted, v.reason
+    assert rb1.server.requests == ["/sources/hello/1.0-1/metadata"] * 2
+    warnings = [r.getMessage() for r in caplog.records if "evidence cache" in r.getMessage()]
+    assert len(warnings) == 1 and "writable by its group or by others" in warnings[0], warnings
+
+
+# ---------------------------------------------------------------------------
+# Time and CPU budgets: a rebuilder that is never wrong, only costly
+
+
+def _packages(rbs, count: int) -> list[Artifact]:
+    return [artifact(content, filename, name, "1.0") for name, filename, content in attest_packages(rbs, count)]
+
+
+def test_a_rebuilder_answering_just_before_the_deadline_stops_being_asked(tmp_path, rebuilder_server) -> None:
+    """rb1 answers every request 0.3 s before the deadline: never a timeout,
+    but a deadline per package (apt hands over ten packages at a time, here
+    one job runs at a time).  After three answers slower than half the
+    deadline it is not asked again: rb1's server sees three requests, and
+    the rest of its packages say why it gave no vote."""
+    deadline = 1.0
+    rb1, rb2 = make_rebuilders(tmp_path, 2, rebuilder_server)
+    arts = _packages((rb1, rb2), 8)
+    rb1.server.latency = deadline - 0.3
+    policy = load_policy(write_policy(tmp_path / "policy.toml", [rb1.entry(), rb2.entry()], threshold=1,
+                                      fetch={**FETCH, "deadline": deadline, "max_workers": 1}))
+    verdicts, elapsed = verify(policy, *arts, limit=4 * deadline + SLACK)
+    assert all(v.accepted for v in verdicts), [v.reason for v in verdicts if not v.accepted]
+    assert len(rb1.server.requests) == 3, rb1.server.requests
+    assert [x.rebuilder for x in verdicts[0].votes] == ["rb1", "rb2"]  # slow, but a vote while it counted
+    for v in verdicts[2:]:
+        assert kinds(v) == {"rb1": {"slow"}}, v.reason
+    assert "answered 3 requests slower than half the deadline (0.5 s); not asked again in this run" in \
+        verdicts[-1].reason
+
+
+def test_a_rebuilder_sending_costly_garbage_stops_being_checked_and_asked(tmp_path, rebuilder_server,
+                                                                          monkeypatch) -> None:
+    """rb1 answers at once with documents that do not verify and (here, by
+    lowering the bar) count as costly to check.  After three of them its
+    documents are neither checked nor fetched again in this run."""
+    from rebuildgate import budget
+
+    monkeypatch.setattr(budget, "COSTLY_CPU", 0.0)
+    rb1, rb2 = make_rebuilders(tmp_path, 2, rebuilder_server)
+    arts = _packages((rb1, rb2), 8)
+    bogus = json.dumps({"signed": {"_type": "link", "name": "rebuild", "products": {}},
+                        "signatures": [{"keyid": f"{i:064x}", "sig": "00" * 64} for i in range(8)]}).encode()
+    rb1.server.fault = Fault.body(bogus)
+    policy = load_policy(write_policy(tmp_path / "policy.toml", [rb1.entry(), rb2.entry()], threshold=1,
+                                      fetch={**FETCH, "max_workers": 1}))
+    verdicts, _elapsed = verify(policy, *arts)
+    assert all(v.accepted and [x.rebuilder for x in v.votes] == ["rb2"] for v in verdicts)
+    assert len(rb1.server.requests) == 3, rb1.server.requests
+    assert [kinds(v)["rb1"] for v in verdicts] == [{"unknown-key"}] * 3 + [{"slow"}] * 5
+    assert "did not verify; not asked again in this run" in verdicts[-1].reason

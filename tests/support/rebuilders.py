@@ -61,3 +61,17 @@ def make_rebuilders(tmp_path: Path, count: int, server_factory=None, kind: str =
         server = server_factory(root) if server_factory else None
         out.append(FakeRebuilder(f"rb{i}", key, root, server))
     return out
+
+
+def attest_packages(rebuilders: list[FakeRebuilder], count: int, prefix: str = "p",
+                    version: str = "1.0") -> list[tuple[str, str, bytes]]:
+    """Publish *count* small packages ``{prefix}{i}``, each attested by every
+    one of *rebuilders*; (name, file name, content) of each, in order."""
+    out = []
+    for i in range(count):
+        name = f"{prefix}{i}"
+        filename, content = f"{name}_{version}_all.deb", f"package {name}".encode()
+        for rb in rebuilders:
+            rb.publish(name, version, {filename: content})
+        out.append((name, filename, content))
+    return out
