@@ -39,7 +39,6 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -397,12 +396,8 @@ def load_keyset(rebuilder: Any, index: int, policy_path: Path, section: str = "r
 # Verifying documents
 
 
-def _json(raw: bytes | str, exact_numbers: bool = False) -> Any:
-    """Parse a document; with *exact_numbers*, non-integers become Decimals
-    (canonical JSON has no floats: :func:`canonical_bytes` refuses them)."""
+def _json(raw: bytes | str) -> Any:
     try:
-        if exact_numbers:
-            return json.loads(raw, parse_float=Decimal, parse_constant=Decimal)
         return json.loads(raw)
     except RecursionError:
         raise MalformedEvidence("JSON nested too deeply") from None
@@ -471,7 +466,7 @@ def _verify(signatures: list[Signature], data: bytes, keyset: KeySet) -> Trusted
 def parse_metablock(raw: bytes, max_signatures: int = MAX_HALT_SIGNATURES) -> tuple[Any, list[Signature], bytes]:
     """(signed, signatures, canonical bytes) of a legacy ``{"signed", "signatures"}`` document
     (halt statements and feeds)."""
-    doc = _json(raw, exact_numbers=True)
+    doc = _json(raw)
     if not isinstance(doc, dict) or "signed" not in doc:
         raise MalformedEvidence("not a signed document ({'signed': ..., 'signatures': [...]})")
     return _metablock_parts(doc, max_signatures)
@@ -482,44 +477,10 @@ def _metablock_parts(doc: dict, max_signatures: int = MAX_SIGNATURES) -> tuple[A
     canonicalized once, whatever the number of signatures and keys tried."""
     sigs = _signatures(doc.get("signatures"), max_signatures)
     try:
-        data = _canonical_bytes(doc["signed"])
+        data = encode_canonical(doc["signed"]).encode("utf-8")
     except Exception as e:  # noqa: BLE001 - FormatError for floats etc.
         raise MalformedEvidence(f"signed payload cannot be canonicalized: {e}") from None
     return doc["signed"], sigs, data
-
-
-#: After escaped backslashes are taken out, a backslash left in json.dumps'
-#: output that does not escape a quote escapes a control character.
-_CONTROL_ESCAPE = re.compile(r'\\[^"]')
-
-
-def _no_floats(value: Any) -> Any:
-    raise TypeError(f"canonical JSON has no {type(value).__name__} values")
-
-
-def _canonical_bytes(value: Any) -> bytes:
-    """securesystemslib's ``encode_canonical(value)`` in UTF-8 (what in-toto
-    signs), computed by the C JSON encoder whenever that gives the same bytes.
-
-    Canonical JSON is ``json.dumps`` with sorted keys, no whitespace and no
-    ASCII escaping, except that its strings escape only ``\\`` and ``"``
-    (json also escapes control characters) and that it has no non-integer
-    numbers.  *value* must come from ``_json(..., exact_numbers=True)``,
-    which parses those as Decimals, which json refuses here (a float would
-    be written).  When either turns up, securesystemslib's encoder is used,
-    and refuses Decimals.  For a
-    2 MiB document of small values that is 15-45 ms of CPU instead of
-    120-200 ms, held in the GIL: a hostile rebuilder's documents are
-    canonicalized before their signatures are known to be bogus.
-    """
-    try:
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-                          default=_no_floats)
-    except (TypeError, ValueError):
-        text = None
-    if text is None or ("\\" in text and _CONTROL_ESCAPE.search(text.replace("\\\\", ""))):
-        text = encode_canonical(value)
-    return text.encode("utf-8")
 
 
 def signers_of(signatures: list[Signature], data: bytes, keysets: Iterable[KeySet]) -> dict[str, str]:
@@ -639,7 +600,7 @@ def verify_document(raw: bytes, keyset: KeySet, source: str = "",
     validly signed by one of this rebuilder's keys.  The signature is
     checked before the payload is interpreted.
     """
-    doc = _json(raw, exact_numbers=True)
+    doc = _json(raw)
     if not isinstance(doc, dict):
         raise MalformedEvidence("document is not a JSON object")
     if "payloadType" in doc or "payload" in doc:
