@@ -157,7 +157,10 @@ class AptRecords:
                 for pkgfile, index in version.file_list:
                     if not records.lookup((pkgfile, index)):
                         continue
-                    digest = records.hashes.find("SHA256")
+                    try:
+                        digest = records.hashes.find("SHA256")
+                    except KeyError:  # no SHA256: dpkg's status file, an md5-only index
+                        digest = None
                     yield IndexRecord(records.source_pkg or package.name, version.arch,
                                       str(digest.hashvalue).lower() if digest else None,
                                       self._index_uri(pkgfile) if with_uri else None)
