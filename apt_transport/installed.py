@@ -28,11 +28,11 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from rebuildgate.errors import PackageError
-from rebuildgate.installed import (CACHE, DPKG, INDEX, NOT_IN_ANY_INDEX, UNKNOWN, InstalledError,
+from rebuildgate.installed import (CACHE, DPKG, INDEX, NOT_IN_ANY_INDEX, UNKNOWN, CachedCopies, InstalledError,
                                    InstalledPackage, InstalledSelection)
 from rebuildgate.model import Artifact
 from rebuildgate.pkginfo import read_deb
+from rebuildgate.repoid import apt_repo_id
 
 from .aptconfig import proxy_for
 from .origins import GATED, PLAIN, origin_of
@@ -73,7 +73,7 @@ def installed_debs(root: str | None = None, config: str | None = None) -> Instal
     import apt_pkg
 
     status = apt_pkg.config.find_file("Dir::State::status")
-    archives = ArchiveCache(Path(apt_pkg.config.find_dir("Dir::Cache::archives")))
+    archives = archive_cache(Path(apt_pkg.config.find_dir("Dir::Cache::archives")))
     packages = []
     for pkg in sorted(installed, key=lambda p: (p.name, p.arch, p.version)):
         try:
@@ -84,36 +84,12 @@ def installed_debs(root: str | None = None, config: str | None = None) -> Instal
     return InstalledSelection(DPKG, status, tuple(packages), proxy_for(apt_pkg.config.find, "http"))
 
 
-class ArchiveCache:
-    """apt's archive cache (``name_version_arch.deb`` with apt's %-quoting), listed once."""
+def archive_cache(directory: Path) -> CachedCopies:
+    """apt's archive cache: ``name_version_arch.deb`` files, with apt's %-quoting in the name."""
+    def key(path: Path) -> PackageId | None:
+        return parse_archive_name(path.name) if path.name.endswith(".deb") else None
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._by_id: dict[PackageId, list[Path]] | None = None
-
-    def copies(self, pkg: PackageId) -> list[Path]:
-        if self._by_id is None:
-            self._by_id = {}
-            try:
-                entries = sorted(self.directory.iterdir())
-            except OSError:
-                entries = []
-            for path in entries:
-                found = parse_archive_name(path.name)
-                if found is not None and path.name.endswith(".deb") and path.is_file():
-                    self._by_id.setdefault(found, []).append(path)
-        return self._by_id.get(pkg, [])
-
-    def find(self, pkg: PackageId) -> tuple[Path, Artifact] | None:
-        """The first cached copy whose control file says it is *pkg*, read and hashed."""
-        for path in self.copies(pkg):
-            try:
-                artifact = read_deb(path)
-            except PackageError:
-                continue
-            if (artifact.name, artifact.version, artifact.arch) == (pkg.name, pkg.version, pkg.arch):
-                return path, artifact
-        return None
+    return CachedCopies(directory.iterdir, key, read_deb)
 
 
 def _indexed(records: Iterable[IndexRecord]) -> list[IndexRecord]:
@@ -123,14 +99,12 @@ def _indexed(records: Iterable[IndexRecord]) -> list[IndexRecord]:
 
 def _artifact(pkg: PackageId, record: IndexRecord, source: str) -> Artifact:
     upstream = pkg.version.split(":", 1)[1] if ":" in pkg.version else pkg.version
-    return Artifact(filename=record.filename or f"{pkg.name}_{upstream}_{pkg.arch}.deb", sha256=record.sha256 or "",
+    return Artifact(filename=record.filename or f"{pkg.name}_{upstream}_{pkg.arch}.deb", sha256=str(record.sha256),
                     name=pkg.name, source=source, version=pkg.version, arch=pkg.arch)
 
 
-def locate(pkg: PackageId, records: list[IndexRecord], archives: ArchiveCache) -> InstalledPackage:
+def locate(pkg: PackageId, records: list[IndexRecord], archives: CachedCopies) -> InstalledPackage:
     """Where the installed *pkg* came from: its index record, a cached copy, or nowhere known."""
-    from rebuildgate.repoid import apt_repo_id
-
     listed = _indexed(records)
     source = next((r.source for r in records if r.source), pkg.name)
     digests = sorted({r.sha256 for r in listed if r.sha256})
@@ -140,7 +114,7 @@ def locate(pkg: PackageId, records: list[IndexRecord], archives: ArchiveCache) -
         artifact = dataclasses.replace(_artifact(pkg, record, record.source or source),
                                        repo=apt_repo_id(origin.uri) if origin.uri else None)
         return InstalledPackage(pkg.name, pkg.version, pkg.arch, INDEX, origin.uri or "", artifact)
-    copy = archives.find(pkg)
+    copy = archives.find([pkg], pkg.name, pkg.version, pkg.arch)
     if copy is not None:
         path, cached = copy
         origin = origin_of(listed, cached.sha256)

@@ -25,9 +25,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Hashable, Iterable, Sequence
 
-from .errors import RebuildgateError
+from .errors import PackageError, RebuildgateError
 from .model import Artifact
 
 #: How a package's file was located (``InstalledPackage.located``).
@@ -78,6 +78,48 @@ class InstalledSelection:
     packages: tuple[InstalledPackage, ...]
     proxy: str | None = None  # the package manager's proxy: evidence goes the same way (Qubes templates)
     warnings: tuple[str, ...] = ()  # what the package manager said while reading (a repository never cached)
+
+
+class CachedCopies:
+    """A package manager's download cache, listed once on first use: the copies
+    of a package it holds, and the first whose own header (control file, rpm
+    header) states exactly the installed name, version and arch.
+
+    *listing* gives the cache's package files, *key* what a file's name says
+    it is (None: not a package file), *read* reads and hashes one file.
+    """
+
+    def __init__(self, listing: Callable[[], Iterable[Path]], key: Callable[[Path], Hashable | None],
+                 read: Callable[[Path], Artifact]) -> None:
+        self._listing = listing
+        self._key = key
+        self._read = read
+        self._by_key: dict[Hashable, list[Path]] | None = None
+
+    def copies(self, key: Hashable) -> list[Path]:
+        if self._by_key is None:
+            self._by_key = {}
+            try:
+                found = sorted(self._listing())
+            except OSError:
+                found = []
+            for path in found:
+                named = self._key(path)
+                if named is not None and path.is_file():
+                    self._by_key.setdefault(named, []).append(path)
+        return self._by_key.get(key, [])
+
+    def find(self, keys: Iterable[Hashable], name: str, version: str, arch: str) -> tuple[Path, Artifact] | None:
+        """The first copy under any of *keys* that says it is *name* *version* (*arch*), read and hashed."""
+        for key in dict.fromkeys(keys):
+            for path in self.copies(key):
+                try:
+                    artifact = self._read(path)
+                except PackageError:
+                    continue
+                if (artifact.name, artifact.version, artifact.arch) == (name, version, arch):
+                    return path, artifact
+        return None
 
 
 def pick_package_manager(root: str | None, explicit: str | None = None, rpm_dbpath: str | None = None,

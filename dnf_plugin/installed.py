@@ -34,9 +34,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from rebuildgate.errors import PackageError, one_line
-from rebuildgate.installed import (CACHE, INDEX, NOT_IN_ANY_INDEX, RPM, UNKNOWN, InstalledError, InstalledPackage,
-                                   InstalledSelection)
+from rebuildgate.errors import one_line
+from rebuildgate.installed import (CACHE, INDEX, NOT_IN_ANY_INDEX, RPM, UNKNOWN, CachedCopies, InstalledError,
+                                   InstalledPackage, InstalledSelection)
 from rebuildgate.model import Artifact
 from rebuildgate.pkginfo import read_rpm, sourcerpm_name
 
@@ -75,7 +75,7 @@ def installed_rpms(root: str | None = None, config: str | None = None, dbpath: s
         query = base.sack.query()
         installed = list(query.installed())
         records = _records(query.available().filter(name=sorted({str(p.name) for p in installed})))
-        cache = PackageCache(Path(base.conf.cachedir))
+        cache = package_cache(Path(base.conf.cachedir))
         proxy = dnf_proxy(base.conf)
         packages = [locate(package_facts(p), _from_repo(p), records.get(_nevra(p), []), cache) for p in installed]
     finally:
@@ -172,39 +172,13 @@ def _records(available: Iterable[Any]) -> dict[tuple[str, int, str, str, str], l
     return out
 
 
-class PackageCache:
-    """dnf's package cache (``<cachedir>/*/packages/*.rpm``), listed once."""
-
-    def __init__(self, cachedir: Path) -> None:
-        self.cachedir = cachedir
-        self._by_name: dict[str, list[Path]] | None = None
-
-    def copies(self, filename: str) -> list[Path]:
-        if self._by_name is None:
-            self._by_name = {}
-            try:
-                found = sorted(self.cachedir.glob("*/packages/*.rpm"))
-            except OSError:
-                found = []
-            for path in found:
-                if path.is_file():
-                    self._by_name.setdefault(path.name, []).append(path)
-        return self._by_name.get(filename, [])
-
-    def find(self, facts: PackageFacts, names: Iterable[str]) -> tuple[Path, Artifact] | None:
-        """The first cached copy whose rpm header says it is this package, read and hashed."""
-        for name in dict.fromkeys([facts.filename, *names]):
-            for path in self.copies(name):
-                try:
-                    artifact = read_rpm(path)
-                except PackageError:
-                    continue
-                if (artifact.name, artifact.version, artifact.arch) == (facts.name, facts.full_version, facts.arch):
-                    return path, artifact
-        return None
+def package_cache(cachedir: Path) -> CachedCopies:
+    """dnf's package cache: ``<cachedir>/<repo>-<hash>/packages/<file>.rpm``, by file name."""
+    return CachedCopies(lambda: cachedir.glob("*/packages/*.rpm"), lambda path: path.name, read_rpm)
 
 
-def locate(installed: PackageFacts, from_repo: str, records: list[RepoRecord], cache: PackageCache) -> InstalledPackage:
+def locate(installed: PackageFacts, from_repo: str, records: list[RepoRecord],
+           cache: CachedCopies) -> InstalledPackage:
     """Where the installed package came from: a repository record, a cached copy, or nowhere known."""
     def result(located: str, where: str, artifact: Artifact | None = None) -> InstalledPackage:
         return InstalledPackage(installed.name, installed.full_version, installed.arch, located, where, artifact)
@@ -216,7 +190,8 @@ def locate(installed: PackageFacts, from_repo: str, records: list[RepoRecord], c
         chosen = next((r for r in by_sha256 if r.facts.reponame == from_repo), by_sha256[0])
         artifact = chosen.facts.artifact(digests[0])
         return result(INDEX, chosen.facts.reponame, replace(artifact, source=artifact.source or source))
-    copy = cache.find(installed, (os.path.basename(r.location) for r in records if r.location))
+    names = [installed.filename, *(os.path.basename(r.location) for r in records if r.location)]
+    copy = cache.find(names, installed.name, installed.full_version, installed.arch)
     if copy is not None:
         path, cached = copy
         listing = [r for r in records if _lists(r, path, cached)]

@@ -32,8 +32,8 @@ def test_rpm_options_are_refused_for_dpkg() -> None:
 
 
 def test_packages_are_chosen_by_name_or_name_and_arch() -> None:
-    packages = [InstalledPackage("libc6", "2.36-9", "amd64", INDEX), InstalledPackage("libc6", "2.36-9", "i386", INDEX),
-                InstalledPackage("gone", "1", "all", UNKNOWN)]
+    packages = [InstalledPackage("libc6", "2.36-9", "amd64", INDEX),
+                InstalledPackage("libc6", "2.36-9", "i386", INDEX), InstalledPackage("gone", "1", "all", UNKNOWN)]
     assert select(packages, []) == packages
     assert select(packages, ["libc6"]) == packages[:2]
     assert select(packages, ["libc6:i386", "gone"]) == packages[1:]
