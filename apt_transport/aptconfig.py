@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from . import protocol
 
@@ -103,11 +104,7 @@ class AptConfig:
 
     def proxy_for(self, access: str) -> str | None:
         """apt's proxy for *access* (``Acquire::http::Proxy``); None = environment."""
-        for scheme in (access, "http"):
-            value = self.find(f"Acquire::{scheme}::Proxy", "").strip()
-            if value:
-                return None if value.upper() == "DIRECT" else value
-        return None
+        return proxy_for(self.find, access)
 
     def settings(self, access: str) -> MethodSettings:
         """Resolve what the method needs; errors in our own items are kept, not raised."""
@@ -144,6 +141,16 @@ class AptConfig:
                 apt_pkg.config.set(name, value)
             except (ValueError, TypeError, SystemError, UnicodeError):
                 continue
+
+
+def proxy_for(find: Callable[[str, str], str], access: str) -> str | None:
+    """apt's proxy for *access* in a configuration looked up with *find*
+    (``Acquire::<access>::Proxy``, then ``Acquire::http::Proxy``); None = environment."""
+    for scheme in (access, "http"):
+        value = find(f"Acquire::{scheme}::Proxy", "").strip()
+        if value:
+            return None if value.upper() == "DIRECT" else value
+    return None
 
 
 _BOOLEANS = {"1", "0", "yes", "no", "true", "false", "with", "without", "on", "off", "enable", "disable"}

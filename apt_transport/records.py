@@ -83,6 +83,7 @@ class IndexRecord:
     arch: str
     sha256: str | None
     uri: str | None = None
+    filename: str | None = None  # the pool file name (``Filename:`` without its directory)
 
 
 class AptRecords:
@@ -142,6 +143,14 @@ class AptRecords:
             raise RecordsError(self.error or "cannot read apt's package cache")
         return list(self._each_record(pkg, with_uri=True))
 
+    def installed(self) -> list[PackageId]:
+        """Every package dpkg has installed (its current version), as apt's cache reads
+        dpkg's status file.  Raises :class:`RecordsError` when the cache cannot be read."""
+        if not self._open():
+            raise RecordsError(self.error or "cannot read apt's package cache")
+        return [PackageId(package.name, package.current_ver.ver_str, package.current_ver.arch)
+                for package in self._cache.packages if package.current_ver is not None]
+
     def _each_record(self, pkg: PackageId, with_uri: bool) -> Iterator[IndexRecord]:
         cache, records = self._cache, self._records
         candidates = []
@@ -157,10 +166,14 @@ class AptRecords:
                 for pkgfile, index in version.file_list:
                     if not records.lookup((pkgfile, index)):
                         continue
-                    digest = records.hashes.find("SHA256")
+                    try:
+                        digest = records.hashes.find("SHA256")
+                    except KeyError:  # no SHA256: dpkg's status file, an md5-only index
+                        digest = None
                     yield IndexRecord(records.source_pkg or package.name, version.arch,
                                       str(digest.hashvalue).lower() if digest else None,
-                                      self._index_uri(pkgfile) if with_uri else None)
+                                      self._index_uri(pkgfile) if with_uri else None,
+                                      posixpath.basename(records.filename) or None)
 
     def _index_uri(self, pkgfile) -> str | None:  # noqa: ANN001 - apt_pkg.PackageFile
         """The base URI of the sources.list entry behind *pkgfile*, as apt-cache policy shows it.

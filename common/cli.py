@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a sources.list entry ('deb URI suite ...'), a deb822 stanza or a repository id: "
                    "say which rule, rebuilders and halts apply to it")
 
+    from .statuscmd import add_status_parser
+
+    add_status_parser(sub)
+
     h = sub.add_parser("halt", help="halt flags: status, admin overrides, and tools for halt signers")
     hs = h.add_subparsers(dest="halt_command", required=True, parser_class=_Parser)
     st = hs.add_parser("status", help="read the feeds and list the halts in force (exit 1 while installs are "
@@ -391,6 +395,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_verify(args)
         if args.command == "halt":
             return cmd_halt(args)
+        if args.command == "status":
+            from .statuscmd import cmd_status
+
+            return cmd_status(args)
         return cmd_check_config(args)
     except ConfigError as e:
         print(f"rebuildgate: policy error: {e}", file=sys.stderr)

@@ -56,6 +56,23 @@ class _Job:
     report: RebuilderReport | None = None
 
 
+@dataclass(frozen=True)
+class DecisionInputs:
+    """Everything one verdict is decided on: ``decide(artifact, rule, reports)``
+    gives it again (:meth:`PendingVerdict.inputs`).
+
+    The evidence (``reports``) does not depend on the rule, so the same
+    fetched evidence can be judged under another threshold, ``max_conflicts``
+    or set of rebuilders by calling :func:`~rebuildgate.decide.decide` with a
+    changed :class:`~rebuildgate.decide.Rule`: the rule stays in one place and
+    nothing is fetched twice.
+    """
+
+    artifact: Artifact
+    rule: Rule
+    reports: tuple[RebuilderReport, ...]
+
+
 def _timed_out(rebuilder: str, deadline: float) -> RebuilderReport:
     return RebuilderReport(rebuilder, (), (Problem("timeout", f"no answer within the deadline of {deadline:g}s"),))
 
@@ -144,7 +161,18 @@ class PendingVerdict:
                 self._running.cancel()
         return self._verdict
 
-    def _conclude(self, file: Artifact | None) -> Verdict:
+    def inputs(self) -> DecisionInputs:
+        """What the verdict is decided on, once the rebuilders have answered
+        (waiting as :meth:`result` does), without deciding, logging or warning.
+
+        For read-only callers that judge the evidence themselves with the
+        same :func:`~rebuildgate.decide.decide`, possibly under other rules
+        (``rebuildgate status --what-if``), and must not fetch it again.
+        """
+        self._wait()
+        return self._inputs(None)
+
+    def _inputs(self, file: Artifact | None) -> DecisionInputs:
         reports = []
         for job in self._jobs:
             report = job.report
@@ -156,7 +184,11 @@ class PendingVerdict:
             artifact = artifact.with_file_identity(file)
             if artifact is not self.artifact:  # the index lied: judge halts and allowlist anew
                 rule = self._verifier._rule(artifact)[0]
-        return self._verifier._finish(decide(artifact, rule, reports))
+        return DecisionInputs(artifact, rule, tuple(reports))
+
+    def _conclude(self, file: Artifact | None) -> Verdict:
+        inputs = self._inputs(file)
+        return self._verifier._finish(decide(inputs.artifact, inputs.rule, inputs.reports))
 
 
 class Verifier:

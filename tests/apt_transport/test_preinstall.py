@@ -273,3 +273,23 @@ def test_audit_mode_lets_it_through_with_a_warning(world: World, apt_factory):
     assert installed(apt, "localpkg") and not hook_lines(result, "E:")
     [line] = hook_lines(result, "W: rebuildgate:")
     assert "localpkg 1.0-1 (all): blocked, allowed by audit mode: 0 of 1 required votes" in line
+
+
+def test_reinstalling_an_installed_version_is_checked_not_an_internal_error(world: World, apt_factory):
+    """dpkg's status file lists the installed version without a SHA256: reading
+    apt's records for it once raised KeyError, so `apt-get install --reinstall`
+    stopped with "internal error in the pre-install check"."""
+    pkg = world.package("again")
+    repo = world.repo([pkg])
+    rbs = [world.rebuilder(f"rb{i}") for i in range(2)]
+    for rb in rbs:
+        world.attest(rb, pkg)
+    apt = make_apt(apt_factory, **{"Rebuildgate::Policy": str(world.policy(rbs, threshold=2))})
+    apt.sources([flat_source(repo.http)])
+    assert apt.update().returncode == 0
+    assert apt.install("again").returncode == 0
+    result = apt.install("--reinstall", "again")
+    assert result.returncode == 0, result
+    assert not hook_lines(result, "E:") and "internal error" not in result.output
+    # the method and the hook at the install; the hook alone at the reinstall (apt reuses its cached copy)
+    assert [d["verdict"] for d in world.decisions() if d["name"] == "again"] == ["accepted"] * 3

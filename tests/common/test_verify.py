@@ -385,3 +385,27 @@ def test_a_callback_that_asks_for_the_verdict_never_deadlocks(world) -> None:
         waiter.join(5)
         assert not waiter.is_alive(), "result() deadlocked with its own done-callback"
     assert box[0] is from_callback[0] and not box[0].allowed
+
+
+def test_inputs_give_the_verdict_again_without_fetching_or_logging(world, tmp_path) -> None:
+    """PendingVerdict.inputs(): decide() on them is the verdict; another Rule
+    re-judges the same evidence; nothing is fetched again, nothing is logged."""
+    from dataclasses import replace
+
+    from rebuildgate.decide import decide
+
+    rbs, policy = world(3, threshold=3, log=tmp_path / "inputs.log")
+    rbs[2].publish("hello", "1.0-1", {FILE: EVIL})
+    with Verifier(policy) as v:
+        pending = v.submit(artifact())
+        inputs = pending.inputs()
+        asked = sum(len(rb.server.requests) for rb in rbs)
+        assert not (tmp_path / "inputs.log").exists()  # inputs() decides and logs nothing
+        verdict = pending.result()
+    assert [r.rebuilder for r in inputs.reports] == ["rb1", "rb2", "rb3"]
+    assert decide(inputs.artifact, inputs.rule, inputs.reports) == replace(verdict, unlogged=None)
+    assert not verdict.accepted and verdict.vote_count == 2 and verdict.conflict_count == 1
+    relaxed = decide(inputs.artifact, replace(inputs.rule, threshold=2, max_conflicts=1), inputs.reports)
+    assert relaxed.accepted and relaxed.vote_count == 2
+    assert sum(len(rb.server.requests) for rb in rbs) == asked == 3
+    assert len((tmp_path / "inputs.log").read_text().splitlines()) == 1  # result() logged its verdict
