@@ -33,7 +33,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import admin
+
     p = _Parser(prog="rebuildgate", description="Install a package only if M of N trusted rebuilders attest it.")
+    p.add_argument("--version", action=admin.VersionAction,
+                   help="print the versions of rebuildgate and of every library it runs on, and exit")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     v = sub.add_parser("verify", help="verify local packages, or one artifact by name and hash")
@@ -93,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     fd.add_argument("--expires", required=True)
     fd.add_argument("-o", "--output", type=Path, required=True)
     fd.add_argument("statements", nargs="*", type=Path)
+    admin.add_commands(sub)
     return p
 
 
@@ -324,6 +329,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_verify(args)
         if args.command == "halt":
             return cmd_halt(args)
+        if args.command in ("init", "enable", "disable"):
+            from . import admin
+
+            return admin.run(args)
         return cmd_check_config(args)
     except ConfigError as e:
         print(f"rebuildgate: policy error: {e}", file=sys.stderr)
