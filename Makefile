@@ -78,7 +78,7 @@ deb: build-deps wheels $(BUILD)/deb/tree
 rpm: build-deps wheels $(BUILD)/rpm/tree
 	mkdir -p $(BUILD)/rpm/SOURCES
 	tar -C $(BUILD)/rpm -czf $(BUILD)/rpm/SOURCES/rebuildgate-$(VERSION).tar.gz --transform 's,^tree,rebuildgate-$(VERSION),' tree
-	$(SYSTEM_PATH) rpmbuild -bb --define '_topdir $(CURDIR)/$(BUILD)/rpm' --define '_dbpath $(CURDIR)/$(BUILD)/rpm/db' \
+	$(SYSTEM_PATH) rpmbuild -bb --define '_topdir $(abspath $(BUILD))/rpm' --define '_dbpath $(abspath $(BUILD))/rpm/db' \
 	    packaging/rpm/rebuildgate.spec
 	mkdir -p $(DIST) && cp $(BUILD)/rpm/RPMS/*/*rebuildgate-$(VERSION)-*.rpm $(DIST)/
 
