@@ -41,6 +41,8 @@ SNIPPET_NAME = "05rebuildgate-preinstall"
 #: apt names a hook's options after its command up to the first space and
 #: runs it with ``sh -c``: the path must be a plain word.
 _PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._+/-]+$")
+#: Who wrote a launcher or snippet, as its comment says (the packages say so too).
+WRITTEN_BY = "python -m rebuildgate.apt.install"
 
 
 def console_script(name: str) -> Path:
@@ -88,7 +90,7 @@ def install_method(methods_dir: Path, executable: Path | None = None, schemes=SC
     return made
 
 
-def launcher_script(target: Path) -> str:
+def launcher_script(target: Path, by: str = WRITTEN_BY) -> str:
     """``<methods>/rebuildgate``: a shell script that introduces the method, then runs it.
 
     apt starts every method once only to read its ``100 Capabilities`` and
@@ -113,7 +115,7 @@ def launcher_script(target: Path) -> str:
         cases.append(f"  {PREFIX}{scheme}) printf '%s' {shlex.quote(message)}; introduced=--introduced ;;\n")
     return (
         "#!/bin/sh\n"
-        "# rebuildgate's APT method launcher, written by python -m rebuildgate.apt.install\n"
+        f"# rebuildgate's APT method launcher, written by {by}\n"
         "# (see launcher_script there for why it is a shell script).\n"
         # $! (not a variable set after the fork): a stop right after the fork still reaches the child
         "trap 'if [ -n \"$!\" ]; then kill -TERM \"$!\" 2>/dev/null; wait \"$!\" 2>/dev/null; fi; exit 0' INT TERM\n"
@@ -149,13 +151,13 @@ def install_hook(hook_dir: Path, apt_conf_dir: Path, executable: Path | None = N
     return [hook, snippet]
 
 
-def hook_launcher_script(target: Path, snippet: Path) -> str:
+def hook_launcher_script(target: Path, snippet: Path, by: str = WRITTEN_BY) -> str:
     program = shlex.quote(str(target))
     missing = (f"E: rebuildgate: {target} is missing, so packages cannot be checked before dpkg: reinstall "
                f"rebuildgate, or remove {snippet} to stop checking")
     return (
         "#!/bin/sh\n"
-        "# rebuildgate's DPkg::Pre-Install-Pkgs hook, written by python -m rebuildgate.apt.install:\n"
+        f"# rebuildgate's DPkg::Pre-Install-Pkgs hook, written by {by}:\n"
         "# apt runs it right before dpkg, and stops if it exits non-zero.\n"
         f"if [ ! -x {program} ]; then\n"
         f"    echo {shlex.quote(missing)} >&2\n"
@@ -165,7 +167,7 @@ def hook_launcher_script(target: Path, snippet: Path) -> str:
     )
 
 
-def apt_snippet(hook: Path) -> str:
+def apt_snippet(hook: Path, by: str = WRITTEN_BY) -> str:
     """The apt.conf.d snippet: run *hook* before dpkg, with protocol version 3.
 
     Version 3 gives apt's configuration (so ``-o Rebuildgate::Policy=...``
@@ -174,7 +176,7 @@ def apt_snippet(hook: Path) -> str:
     """
     return (
         "// rebuildgate: every .deb apt hands to dpkg is checked first\n"
-        "// (written by python -m rebuildgate.apt.install; see rebuildgate's apt_transport/README.md).\n"
+        f"// (written by {by}; see rebuildgate's apt_transport/README.md).\n"
         f'DPkg::Pre-Install-Pkgs {{ "{hook}"; }};\n'
         f'DPkg::Tools::Options::{hook}::Version "3";\n'
     )

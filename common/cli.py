@@ -33,7 +33,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import admin
+
     p = _Parser(prog="rebuildgate", description="Install a package only if M of N trusted rebuilders attest it.")
+    p.add_argument("--version", action=admin.VersionAction,
+                   help="print the versions of rebuildgate and of every library it runs on, and exit")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     v = sub.add_parser("verify", help="verify local packages, or one artifact by name and hash")
@@ -105,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     fd.add_argument("--expires", required=True, help="ISO 8601 time, or YYYY-MM-DD: the end of that day")
     fd.add_argument("-o", "--output", type=Path, required=True)
     fd.add_argument("statements", nargs="*", type=Path)
+    admin.add_commands(sub)
     return p
 
 
@@ -399,6 +404,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .statuscmd import cmd_status
 
             return cmd_status(args)
+        if args.command in ("init", "enable", "disable"):
+            from . import admin
+
+            return admin.run(args)
         return cmd_check_config(args)
     except ConfigError as e:
         print(f"rebuildgate: policy error: {e}", file=sys.stderr)

@@ -47,7 +47,7 @@ AFTER_DOWNLOAD_TYPES = ("sha384", "sha512")
 WEAK_TYPES = ("md5", "sha1", "sha224")
 
 #: Oldest in-toto and securesystemslib the library works with (pyproject).
-MIN_VERSIONS = {"in_toto": 3, "securesystemslib": 1}
+MIN_VERSIONS = {"securesystemslib": 1, "cryptography": 40}
 
 
 #: Stands in for a hash where the core needs an Artifact but no hash is
@@ -68,11 +68,11 @@ class LibraryError(Exception):
 
 
 def check_environment() -> None:
-    """Refuse to run on the in-toto / securesystemslib that dnf's Python sees first.
+    """Refuse to run on the securesystemslib / cryptography that dnf's Python sees first.
 
     ``/usr/bin/dnf`` runs the system Python, whose dist-packages may hold
-    Debian's in-toto 1.3 and securesystemslib 0.26 (FIELD-NOTES, "A trap in
-    the venv").  The plugin puts ``library_path`` first on ``sys.path``; this
+    Debian's securesystemslib 0.26 and cryptography 38 (FIELD-NOTES, "A trap
+    in the venv"; in-toto itself is never imported by rebuildgate).  The plugin puts ``library_path`` first on ``sys.path``; this
     check makes a remaining mix-up a clear error instead of odd verdicts.
     """
     import importlib
@@ -88,7 +88,8 @@ def check_environment() -> None:
             raise LibraryError(
                 f"rebuildgate needs {module.replace('_', '-')}>={minimum}, but Python imported "
                 f"{version} from {getattr(mod, '__file__', '?')}; set library_path in "
-                "rebuildgate.conf to the site-packages that holds rebuildgate and its dependencies")
+                "rebuildgate.conf to the site-packages that holds rebuildgate and its dependencies "
+                "(the packages bundle them in /usr/lib/rebuildgate/lib)")
 
 
 @dataclass(frozen=True)

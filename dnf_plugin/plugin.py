@@ -23,7 +23,9 @@ When it runs:
   ./local.rpm``, sha512 repositories) are verified now.
 
 Removals are never blocked and never even load the policy, so a broken
-policy cannot keep an admin from removing packages (or this plugin).
+policy cannot keep an admin from removing packages (or this plugin).  With
+no policy file at all, and none named, the plugin warns once and checks
+nothing (installing it changes nothing until a policy is written).
 
 ``dnf install --downloadonly`` resolves first, so it is gated like an
 install.  ``dnf download`` is not: it never resolves a transaction and never
@@ -40,7 +42,9 @@ inside the hooks, and every failure there - library missing, bad policy,
 network, a bug - becomes ``dnf.exceptions.Error``: fail closed.
 
 ``/usr/bin/dnf`` runs the system Python, which does not see a virtualenv.
-``library_path`` names a site-packages directory to use; it is added with
+Installed from the packages, the plugin finds rebuildgate and the libraries
+it bundles in ``/usr/lib/rebuildgate/lib`` by itself (:func:`_bundled_library`).
+Otherwise ``library_path`` names a site-packages directory to use; it is added with
 :func:`site.addsitedir` (so the ``.pth`` files of an editable install work)
 and put in *front* of ``sys.path``: Debian's in-toto 1.3 and
 securesystemslib 0.26 in ``/usr/lib/python3/dist-packages`` must not shadow
@@ -53,6 +57,11 @@ import dnf
 import dnf.exceptions
 
 PLUGIN_NAME = "rebuildgate"
+#: rebuildgate.policy's default and environment variable (not imported: the library may be missing).
+DEFAULT_POLICY = "/etc/rebuildgate/policy.toml"
+POLICY_ENV = "REBUILDGATE_POLICY"
+#: Marks the packages' private library directory (rebuildgate.admin.BUNDLE_MARKER).
+BUNDLE_MARKER = "rebuildgate-bundle.txt"
 _HINT = "nothing was installed; fix it, or bypass the gate with --disableplugin=rebuildgate"
 
 
@@ -64,6 +73,7 @@ class Rebuildgate(dnf.Plugin):
     def __init__(self, base: dnf.Base, cli: dnf.cli.Cli | None) -> None:
         super().__init__(base, cli)
         self._gate = None  # rebuildgate.dnf.gate.Gate, made in the first hook that needs it
+        self._warned = False  # the "no policy" warning, once per run
 
     # -- hooks -----------------------------------------------------------
 
@@ -88,7 +98,7 @@ class Rebuildgate(dnf.Plugin):
 
         try:
             packages = self._install_set()
-            if packages:  # removals only: nothing to check, and no policy needed
+            if packages and self._configured():  # removals only: nothing to check, and no policy needed
                 getattr(self._load_gate(), hook)(packages)
         except dnf.exceptions.Error:
             raise
@@ -103,6 +113,27 @@ class Rebuildgate(dnf.Plugin):
             if not isinstance(e, known):  # a bug or an unexpected failure: say what it was
                 detail = f"{type(e).__name__}: {detail}"
             raise dnf.exceptions.Error(f"rebuildgate: {what} failed: {detail[:600]}; {_HINT}") from None
+
+    def _configured(self) -> bool:
+        """False (with one warning) when no policy exists and none is named: not set up yet.
+
+        Installing rebuildgate must not change what dnf does before the admin
+        writes a policy (``rebuildgate init``), as with apt's pre-install
+        hook.  A policy that is named (``policy =``, ``$REBUILDGATE_POLICY``)
+        but missing is an error, like any broken policy.
+        """
+        import logging
+        import os
+
+        policy, _ = self._settings()
+        if policy or os.environ.get(POLICY_ENV) or os.path.lexists(DEFAULT_POLICY):
+            return True
+        if not self._warned:
+            self._warned = True
+            logging.getLogger("dnf").warning(
+                "rebuildgate: no policy file %s: packages are not checked (write the policy, e.g. with "
+                "rebuildgate init, to turn rebuildgate on)", DEFAULT_POLICY)
+        return False
 
     def _settings(self) -> tuple[str | None, str | None]:
         """``policy`` and ``library_path`` from ``[main]`` of rebuildgate.conf."""
@@ -122,6 +153,24 @@ class Rebuildgate(dnf.Plugin):
         return self._gate
 
 
+def _bundled_library() -> str | None:
+    """The private library the rebuildgate package installs, found from where this plugin is.
+
+    The packages put this file in dnf's plugin directory (Fedora
+    ``/usr/lib/python3.X/site-packages/dnf-plugins``, Debian
+    ``/usr/lib/python3/dist-packages/dnf-plugins``) and rebuildgate with the
+    libraries it needs in ``/usr/lib/rebuildgate/lib``: three levels up and
+    across.  Relative, so that an ``--installroot`` holding both (as the
+    tests use) finds its own copy.  A directory without the bundle's marker
+    file is not used.
+    """
+    import os
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    candidate = os.path.normpath(os.path.join(here, os.pardir, os.pardir, os.pardir, "rebuildgate", "lib"))
+    return candidate if os.path.isfile(os.path.join(candidate, BUNDLE_MARKER)) else None
+
+
 class _NoLibrary(Exception):
     """The rebuildgate library cannot be imported (message says why and where)."""
 
@@ -138,6 +187,7 @@ def _import_library(library_path: str | None) -> types.ModuleType:  # noqa: F821
     import site
     import sys
 
+    library_path = library_path or _bundled_library()
     if library_path:
         if not os.path.isdir(library_path):
             raise _NoLibrary(f"library_path {library_path} (in {PLUGIN_NAME}.conf) is not a directory")
@@ -152,7 +202,8 @@ def _import_library(library_path: str | None) -> types.ModuleType:  # noqa: F821
     try:
         from rebuildgate.dnf import gate
     except ImportError as e:
-        where = f"library_path = {library_path}" if library_path else "no library_path set in rebuildgate.conf"
+        where = (f"library_path = {library_path}" if library_path
+                 else "no library_path set in rebuildgate.conf and no packaged library beside the plugin")
         raise _NoLibrary(f"the rebuildgate library cannot be imported ({e}; {where}; "
                          f"Python {sys.version.split()[0]} at {sys.executable})") from None
     gate.check_environment()

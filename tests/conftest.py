@@ -23,6 +23,29 @@ GPG_UID = "rebuildgate test rebuilder <rebuilder@rebuildgate.invalid>"
 # (A path given explicitly, `pytest tests/conformance`, is still collected:
 # pytest applies collect_ignore only to what it finds by recursing.)
 collect_ignore = ["conformance"]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop at once, with the reason, where many tests would fail one by one.
+
+    The apt method drops to ``_apt`` and reads the checkout's venv; the
+    CLI is run as ``nobody``; so every directory above the checkout must
+    be searchable by other users.  A clone under ``/root`` (mode 0700 on
+    Debian) fails otherwise in odd places: a test passes alone whose
+    modules were imported before the drop, and fails in a full run.
+    """
+    import os
+    import stat
+
+    if os.geteuid() != 0:
+        return
+    for directory in [REPO, *REPO.parents]:
+        if not directory.stat().st_mode & stat.S_IXOTH:
+            raise pytest.UsageError(
+                f"{directory} is not searchable by other users (mode {stat.filemode(directory.stat().st_mode)}), "
+                f"but the tests run the APT method as _apt and the CLI as nobody from {REPO}: clone the "
+                f"repository somewhere every user can read (e.g. /srv/rebuildgate), not under /root")
 
 
 @pytest.fixture

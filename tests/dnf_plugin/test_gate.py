@@ -156,11 +156,11 @@ def test_audit_mode_lets_through_and_warns(tmp_path: Path, rebuilders: list[Fake
     assert "1 package(s) do not meet the policy but are let through (audit mode)" in caplog.text
 
 
-def test_old_in_toto_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_old_securesystemslib_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     check_environment()  # the venv's own are fine
-    old = types.ModuleType("in_toto")
-    old.__version__ = "1.3.1"
-    old.__file__ = "/usr/lib/python3/dist-packages/in_toto/__init__.py"
-    monkeypatch.setitem(sys.modules, "in_toto", old)
-    with pytest.raises(LibraryError, match=r"in-toto>=3, but Python imported 1\.3\.1 from /usr/lib/python3"):
+    old = types.ModuleType("securesystemslib")
+    old.__version__ = "0.26.0"
+    old.__file__ = "/usr/lib/python3/dist-packages/securesystemslib/__init__.py"
+    monkeypatch.setitem(sys.modules, "securesystemslib", old)
+    with pytest.raises(LibraryError, match=r"securesystemslib>=1, but Python imported 0\.26\.0 from /usr/lib/python3"):
         check_environment()
