@@ -1,9 +1,11 @@
 """A small on-disk cache of fetched evidence documents.
 
 Only bodies that a rebuilder served with ``200 OK`` are kept, for
-``cache_ttl`` seconds.  A cached document is never trusted as such: it is
-verified again on every use, exactly like a fresh one, so a poisoned cache
-can cost a vote (by going stale) but never forge one.  Any error while
+``cache_ttl`` seconds (an entry whose time lies ahead of the clock is a
+miss).  A cached document is never trusted as such: it is verified again on
+every use, exactly like a fresh one, and one that gives no vote is fetched
+afresh before the verdict (:meth:`rebuildgate.verify.Verifier._report`), so
+a poisoned or stale cache can neither forge a vote nor cost one.  Any error while
 reading or writing the cache is treated as a miss: the cache can only make
 verification faster, never make it fail.
 
@@ -68,8 +70,9 @@ class DocumentCache:
             return None
         try:
             st = os.fstat(fd)
+            age = (now or time.time()) - st.st_mtime
             if (not stat.S_ISREG(st.st_mode) or st.st_size > len(header) + self.max_bytes
-                    or (now or time.time()) - st.st_mtime > self.ttl):
+                    or not 0 <= age <= self.ttl):  # written "in the future" by a wrong clock: a miss
                 return None
             data = _read_up_to(fd, len(header) + self.max_bytes + 1)
         except OSError:

@@ -239,6 +239,17 @@ def _compare(link: SignedLink, names: frozenset[str], artifact: Artifact) -> tup
     return result
 
 
+def votes(artifact: Artifact, links: Sequence[SignedLink]) -> bool:
+    """Whether any of *links* is a vote for *artifact* (rule 1), ignoring everything else.
+
+    The fetcher asks this of documents that came from its on-disk cache:
+    one that does not vote is fetched afresh before the verdict, so that a
+    stale or broken cache entry can never cost a vote.
+    """
+    names = artifact_names(artifact)
+    return any((_compare(link, names, artifact) or ("",))[0] == "vote" for link in links)
+
+
 class _Identities:
     """Union-find over rebuilders: same operator or same key -> one identity."""
 

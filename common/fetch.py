@@ -67,10 +67,11 @@ USER_AGENT = "rebuildgate/0.1"
 
 @dataclass(frozen=True)
 class Document:
-    """A fetched body and where it came from."""
+    """A fetched body and where it came from (``cached``: the on-disk cache)."""
 
     url: str
     body: bytes
+    cached: bool = False
 
 
 # --------------------------------------------------------------------------
@@ -658,6 +659,7 @@ class Transport:
         self._active: dict[str, set[asyncio.Task[Any]]] = {}  # requests in flight, by origin
         self._abandoned: set[asyncio.Task[Any]] = set()  # cancelled because their origin was tripped
         self._cache_writer = DaemonPool(1, "rbg-cache")  # writes never queue ahead of reads
+        self._from_cache: set[str] = set()  # URLs whose answer in this run came from the disk cache
         self._cache_off = False
 
     # -- threads <-> loop -----------------------------------------------------
@@ -712,12 +714,18 @@ class Transport:
             self._proxies_by_host[key] = None if bypass else self._env_proxies.get(parts.scheme)
         return self._proxies_by_host[key]
 
-    async def fetch(self, url: str, deadline: float, root: str | None = None, use_cache: bool = True) -> bytes:
+    async def fetch(self, url: str, deadline: float, root: str | None = None, use_cache: bool = True,
+                    fresh: bool = False) -> bytes:
         """Fetch *url* (an internal location, see :func:`location`) by *deadline*.
 
         ``root`` bounds file:// reads; ``use_cache=False`` skips the on-disk
-        cache (halt feeds must be fresh).
+        cache (halt feeds must be fresh); ``fresh=True`` asks the rebuilder
+        again although this run or the cache already had an answer (which
+        the fresh one then replaces in the cache).
         """
+        if fresh:
+            self._done.pop(url, None)
+            self._from_cache.discard(url)
         if url in self._done:
             body = self._done[url]
             self._done.move_to_end(url)
@@ -734,7 +742,7 @@ class Transport:
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._inflight[url] = fut
         try:
-            body = await self._fetch(url, deadline, root, use_cache)
+            body = await self._fetch(url, deadline, root, use_cache, fresh)
         except BaseException as e:
             if isinstance(e, EvidenceMissing):
                 self._remember(url, None)
@@ -771,14 +779,19 @@ class Transport:
         if self.budgets.failed_check(origin, cpu):
             self._abandon(origin)
 
-    async def _fetch(self, url: str, deadline: float, root: str | None, use_cache: bool) -> bytes:
+    def came_from_cache(self, url: str) -> bool:
+        """Whether this run's answer for *url* was read from the on-disk cache."""
+        return url in self._from_cache
+
+    async def _fetch(self, url: str, deadline: float, root: str | None, use_cache: bool, fresh: bool) -> bytes:
         origin = self.origin(url, root)
         if url.startswith("file://"):
             return await self._metered(origin, self._blocking_call, self._read_file, url, root, deadline)
         cache = self.cache if use_cache and not self._cache_off else None
-        if cache:
+        if cache and not fresh:
             cached = await self._cache_get(cache, url, deadline)
             if cached is not None:
+                self._from_cache.add(url)
                 return cached
         body = await self._metered(origin, self._http, url, deadline)
         if cache:
@@ -974,15 +987,19 @@ class EvidenceSource:
         """Blocking :meth:`fetch_documents`, for threads other than the fetcher's."""
         return self.transport.wait(self.fetch_documents(artifact, deadline), deadline)
 
-    async def fetch_documents(self, artifact: Artifact, deadline: float) -> list[Document]:
+    async def fetch_documents(self, artifact: Artifact, deadline: float, fresh: bool = False) -> list[Document]:
+        """The rebuilder's documents for *artifact*; ``fresh`` asks again past the cache."""
         if self.rebuilder.layout == "rebuilderd":
-            return await self._rebuilderd(artifact, deadline)
-        return [Document(u, await self.transport.fetch(u, deadline, self.root)) for u in self.urls(artifact)]
+            docs = await self._rebuilderd(artifact, deadline, fresh)
+        else:
+            docs = [Document(u, await self.transport.fetch(u, deadline, self.root, fresh=fresh))
+                    for u in self.urls(artifact)]
+        return [Document(d.url, d.body, self.transport.came_from_cache(d.url)) for d in docs]
 
-    async def _rebuilderd(self, artifact: Artifact, deadline: float) -> list[Document]:
+    async def _rebuilderd(self, artifact: Artifact, deadline: float, fresh: bool = False) -> list[Document]:
         rb = self.rebuilder
         lookup = rebuilderd_lookup_url(rb.url, artifact)
-        body = await self.transport.fetch(lookup, deadline, self.root)
+        body = await self.transport.fetch(lookup, deadline, self.root, fresh=fresh)
         try:
             page = json.loads(body)
             records = page["records"] if isinstance(page, dict) else page
@@ -1003,7 +1020,7 @@ class EvidenceSource:
         docs, errors = [], []
         for url in urls[:MAX_REBUILDERD_RECORDS]:
             try:
-                docs.append(Document(url, await self.transport.fetch(url, deadline, self.root)))
+                docs.append(Document(url, await self.transport.fetch(url, deadline, self.root, fresh=fresh)))
             except FetchError as e:
                 errors.append(e)
         if not docs:

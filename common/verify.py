@@ -23,11 +23,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .decide import HaltNotice, Rule, Verdict, decide, failed
+from .decide import HaltNotice, Rule, Verdict, decide, failed, votes
 from .decisionlog import DecisionLog
 from .errors import EvidenceError, EvidenceMissing, FetchError
 from .evidence import KeySet, load_keyset, verify_document
-from .fetch import EvidenceSource, make_transport
+from .fetch import Document, EvidenceSource, make_transport
 from .model import Artifact, Problem, RebuilderReport, SignedLink
 from .policy import Policy, Rebuilder
 from .pool import FairPool
@@ -337,14 +337,31 @@ class Verifier:
         return share
 
     async def _report(self, rebuilder: Rebuilder, artifact: Artifact, deadline: float) -> RebuilderReport:
-        """Fetch and check one rebuilder's evidence for one artifact."""
+        """Fetch and check one rebuilder's evidence for one artifact.
+
+        The cache may save requests, never change a verdict: when documents
+        read from the on-disk cache give no vote (garbage, a foreign or an
+        outdated attestation, a key that changed), the rebuilder is asked
+        again, once, and its fresh answer decides.
+        """
         source = self.sources[rebuilder.name]
+        report, documents = await self._fetch_and_check(rebuilder, source, artifact, deadline, fresh=False)
+        if any(doc.cached for doc in documents) and not votes(artifact, report.links):
+            report, _ = await self._fetch_and_check(rebuilder, source, artifact, deadline, fresh=True)
+        return report
+
+    async def _fetch_and_check(self, rebuilder: Rebuilder, source: EvidenceSource, artifact: Artifact,
+                               deadline: float, fresh: bool) -> tuple[RebuilderReport, list[Document]]:
         try:
-            documents = await source.fetch_documents(artifact, deadline)
+            documents = await source.fetch_documents(artifact, deadline, fresh)
         except EvidenceMissing as e:
-            return RebuilderReport(rebuilder.name, (), (Problem("missing", str(e)),))
+            return RebuilderReport(rebuilder.name, (), (Problem("missing", str(e)),)), []
         except FetchError as e:
-            return RebuilderReport(rebuilder.name, (), (Problem(e.kind, str(e)),))
+            return RebuilderReport(rebuilder.name, (), (Problem(e.kind, str(e)),)), []
+        return await self._check_documents(rebuilder, source, documents), documents
+
+    async def _check_documents(self, rebuilder: Rebuilder, source: EvidenceSource,
+                               documents: list[Document]) -> RebuilderReport:
         links: list[SignedLink] = []
         problems: list[Problem] = []
         # Signature checks release the GIL: on checker threads they run on
