@@ -325,16 +325,15 @@ def decide(artifact: Artifact, rule: Rule, reports: Sequence[RebuilderReport]) -
     vote_count = identities.count(voters)
     conflict_count = identities.count(dissenters)
 
+    counted = f"{vote_count} vote{'' if vote_count == 1 else 's'} ({rule.threshold} required)"
+    if voters:
+        counted += f" from {_join(voters)}"
     if not rule.gated:
         verdict, reason = ACCEPTED, "repository is not gated by the policy"
     elif vote_count >= rule.threshold and conflict_count <= rule.max_conflicts:
-        verdict = ACCEPTED
-        reason = f"{vote_count} of {rule.threshold} required votes ({_join(voters)})"
+        verdict, reason = ACCEPTED, counted
     else:
-        verdict = BLOCKED
-        reason = f"{vote_count} of {rule.threshold} required votes"
-        if voters:
-            reason += f" ({_join(voters)})"
+        verdict, reason = BLOCKED, counted
     if conflicts:
         reason += (f"; {conflict_count} conflicting (max {rule.max_conflicts}): "
                    + _join(f"{c.rebuilder} attests {c.algorithm} {c.digest[:16]}" for c in conflicts))

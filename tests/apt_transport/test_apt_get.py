@@ -140,7 +140,7 @@ def test_tampered_deb_with_regenerated_index_is_blocked(world: World, apt: AptEn
     result = fetch(apt, repo.http, world.policy(rbs, threshold=2), "hello", "other")
     assert result.returncode == 100, result
     [line] = blocked_lines(result, "hello")
-    assert "rebuildgate: hello 2:1.0-1 (all): blocked: 0 of 2" in line
+    assert "rebuildgate: hello 2:1.0-1 (all): blocked: 0 votes (2 required)" in line
     assert "2 conflicting (max 0)" in line and "rb0 attests sha256" in line and "rb1 attests" in line
     assert apt.downloaded() == ["other_1.0-1_all.deb"]  # no trace of hello, not even in partial/
     blocked = [d for d in world.decisions() if d["name"] == "hello"]
@@ -164,7 +164,7 @@ def test_too_few_votes_down_404_slow(world: World, apt: AptEnv):
     assert time.monotonic() - started < 25
     assert result.returncode == 100, result
     [line] = blocked_lines(result, "hello")
-    assert "blocked: 1 of 2" in line and "(good)" in line
+    assert "blocked: 1 vote (2 required) from good" in line
     assert "no evidence from missing" in line
     assert "slow:" in line and "down:" in line
     assert apt.downloaded() == []
@@ -185,7 +185,7 @@ def test_m_agree_one_conflicts(world: World, apt: AptEnv, max_conflicts: int, al
     else:
         assert result.returncode == 100, result
         [line] = blocked_lines(result, "hello")
-        assert "blocked: 2 of 2" in line and "1 conflicting (max 0): rb2 attests sha256" in line
+        assert "blocked: 2 votes (2 required)" in line and "1 conflicting (max 0): rb2 attests sha256" in line
         assert apt.downloaded() == []
     [decision] = world.decisions()
     assert decision["conflict_count"] == 1 and decision["vote_count"] == 2
@@ -205,7 +205,7 @@ def test_link_for_other_package_or_version_gives_no_vote(world: World, apt: AptE
     result = fetch(apt, repo.http, world.policy([right, other_version, other_package], threshold=2), "hello")
     assert result.returncode == 100, result
     [line] = blocked_lines(result, "hello")
-    assert "blocked: 1 of 2" in line and "(right)" in line
+    assert "blocked: 1 vote (2 required) from right" in line
     [decision] = world.decisions()
     assert decision["votes"] == ["right"] and decision["conflict_count"] == 0
 
@@ -219,7 +219,7 @@ def test_audit_mode_lets_it_through_and_logs(world: World, apt: AptEnv):
     assert result.returncode == 0, result
     assert apt.downloaded() == ["hello_1.0-1_all.deb"]
     [warning] = [line for line in result.output.splitlines() if line.startswith("W:") and "rebuildgate" in line]
-    assert "hello 1.0-1 (all): blocked, allowed by audit mode: 0 of 1" in warning
+    assert "hello 1.0-1 (all): blocked, allowed by audit mode: 0 votes (1 required)" in warning
     [decision] = world.decisions()
     assert decision["verdict"] == "blocked" and decision["allowed"] is True
     assert decision["relaxed_by"] == "audit mode"
@@ -334,7 +334,7 @@ def test_network_and_parsing_run_as_sandbox_user(world: World, apt: AptEnv):
     result = fetch(apt, repo.http, policy, "hello", **{"Rebuildgate::Debug": "true"})
     assert result.returncode == 100, result
     [line] = blocked_lines(result, "hello")
-    assert "blocked: 1 of 2 required" in line and "(public)" in line and "rootonly" in line
+    assert "blocked: 1 vote (2 required) from public" in line and "rootonly" in line
     assert "running as uid 42 (_apt)" in result.stderr
     assert "hello 1.0-1 (all) (source hello" in result.stderr and "as uid 42 (_apt)" in result.stderr
     # the decision log is root's file, opened before the drop

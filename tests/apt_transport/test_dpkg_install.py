@@ -41,7 +41,7 @@ def test_accepted_installs_blocked_leaves_no_trace(world: World, apt_factory):
     result = apt.install("badpkg", options=options)
     assert result.returncode == 100, result
     [line] = [l for l in result.output.splitlines() if l.startswith("E: Failed to fetch") and "badpkg" in l]
-    assert "rebuildgate: badpkg 1.0-1 (all): blocked: 0 of 2" in line
+    assert "rebuildgate: badpkg 1.0-1 (all): blocked: 0 votes (2 required)" in line
     assert "Unpacking" not in result.stdout
     assert not (apt.target / INSTALL_DIR / "badpkg").exists()
     assert "badpkg" not in apt.status.read_text()

@@ -86,7 +86,7 @@ def test_cached_download_then_halt_is_blocked_before_dpkg(world: World, apt_fact
     line = assert_hook_stopped_apt(result, apt, "hello")
     assert len(repo.server.requests) == served  # installed from the cache: the method was never asked
     assert line.startswith("E: rebuildgate: hello 1:1.0-1 (all): blocked: halted by H-1 (reason for H-1; "
-                           "signed by alice, bob); 2 of 2 required votes")
+                           "signed by alice, bob); 2 votes (2 required)")
     assert line.endswith(f"[{apt.archives}/hello_1%3a1.0-1_all.deb]")
     last = world.decisions()[-1]  # the hook logs its verdict as the method does
     assert (last["name"], last["verdict"], [h["id"] for h in last["halts"]]) == ("hello", "blocked", ["H-1"])
@@ -101,7 +101,7 @@ def test_local_deb_is_judged_by_gate_unlisted(world: World, apt_factory, gate_un
     result = apt.install(str(local.deb))
     if gate_unlisted:
         line = assert_hook_stopped_apt(result, apt, "localpkg")
-        assert "localpkg 2.0-1 (all): blocked: 0 of 1 required votes; no evidence from rb0" in line
+        assert "localpkg 2.0-1 (all): blocked: 0 votes (1 required); no evidence from rb0" in line
         assert line.endswith(f"[{local.deb}]")
     else:
         assert result.returncode == 0, result
@@ -142,7 +142,7 @@ def test_plain_mirror_after_the_method_refused_is_blocked(world: World, apt_fact
     result = apt.install("hello")
     assert f"Get:1 {plain.http.rstrip('/')} ./ hello 1.0-1" in result.stdout, result  # apt's fallback
     line = assert_hook_stopped_apt(result, apt, "hello")
-    assert "hello 1.0-1 (all): blocked: 0 of 1 required votes; no evidence from rb0" in line
+    assert "hello 1.0-1 (all): blocked: 0 votes (1 required); no evidence from rb0" in line
 
 
 def test_python_apt_commit_is_checked(world: World, apt_factory):
@@ -272,7 +272,7 @@ def test_audit_mode_lets_it_through_with_a_warning(world: World, apt_factory):
     assert result.returncode == 0, result
     assert installed(apt, "localpkg") and not hook_lines(result, "E:")
     [line] = hook_lines(result, "W: rebuildgate:")
-    assert "localpkg 1.0-1 (all): blocked, allowed by audit mode: 0 of 1 required votes" in line
+    assert "localpkg 1.0-1 (all): blocked, allowed by audit mode: 0 votes (1 required)" in line
 
 
 def test_reinstalling_an_installed_version_is_checked_not_an_internal_error(world: World, apt_factory):

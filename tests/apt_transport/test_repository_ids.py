@@ -91,5 +91,5 @@ def test_readme_style_repository_rule_is_refused_not_silently_weaker(world: Worl
     apt, blocked = download([host])
     assert blocked.returncode == 100, blocked
     [line] = [x for x in blocked.output.splitlines() if x.startswith("E: Failed to fetch") and "/hello_" in x]
-    assert "2 of 3 required votes" in line
+    assert "2 votes (3 required)" in line
     assert apt.downloaded() == []

@@ -228,6 +228,6 @@ def test_cli_verifies_a_filename_template_without_name_or_version(tmp_path) -> N
 
     r = verify(digests(content)["sha256"])
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "accepted" in r.stdout and "1 of 1" in r.stdout
+    assert "accepted" in r.stdout and "1 vote (1 required)" in r.stdout
     r = verify(digests(b"something else")["sha256"])  # the link was read and judged, not skipped
     assert r.returncode == 1 and "blocked" in r.stdout, r.stdout + r.stderr

@@ -169,7 +169,7 @@ def test_audit_mode_meets_the_policy_but_the_table_says_what_fails(tmp_path: Pat
     assert ("would be blocked: 0 package(s); 1 more fail the rule but are allowed by audit mode or the allowlist"
             in lines)
     [row] = [line for line in lines if line.startswith("  b ")]
-    assert "allowed by audit mode: 1 of 2 required votes (rb1)" in row
+    assert "allowed by audit mode: 1 vote (2 required) from rb1" in row
     assert "  newly blocked: b 1.0-1 (all)" in lines
 
 

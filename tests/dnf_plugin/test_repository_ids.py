@@ -22,7 +22,7 @@ def test_rules_match_dnf_repo_ids_and_commandline(world: World, tmp_path: Path) 
     sandbox = world.sandbox(tmp_path / "dnf", policy=policy)
     lonely = sandbox.run("install", "lonely")  # rb1 only: enough for the global rule, not for `gated`
     assert lonely.returncode == 1, lonely
-    assert "1 of 2 required votes" in lonely.stderr
+    assert "1 vote (2 required)" in lonely.stderr
     bad = world.files["localbad"]  # nobody attests it
     local = sandbox.run("install", f"./{bad.name}", cwd=bad.parent)
     assert local.returncode == 0, local
