@@ -8,7 +8,9 @@
    the numbers are the library's work, not rpmbuild's.  Target from the
    issue: 200 packages, N = 5, 50 ms in under 1.5 s.
 2. The whole ``dnf install`` of 20 real packages into a fresh installroot,
-   with and without the plugin (N = 3 rebuilders, 0 and 50 ms).
+   with and without the plugin (N = 3 rebuilders, 0 and 50 ms); and of
+   2,000 packages in one transaction (time, the dnf process's peak RSS, one
+   whole decision-log line per package).
 3. ``resolved()`` on 200 packages, N = 5, M = 3, deadline 3 s, with all five
    rebuilders honest and with one hostile (answering every request 0.3 s
    before the deadline, or serving 2 MiB documents with 8 bogus
@@ -206,16 +208,92 @@ def bench_install(base: Path, quick: bool) -> None:
         serve.stop()
 
 
+def _run_measured(box: DnfSandbox, *args: str) -> tuple[int, float, float]:
+    """(exit status, wall seconds, peak RSS of the dnf process in MiB) of one dnf run."""
+    import os
+    import subprocess
+
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+           "HOME": str(box.base), "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
+    started = time.perf_counter()
+    proc = subprocess.Popen(box.command(*args), env=env, cwd=str(box.base), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dnf failed ({proc.returncode}): {proc.stderr.read().decode()[-2000:]}")
+    proc.stderr.close()
+    return proc.returncode, seconds, usage.ru_maxrss / 1024
+
+
+def bench_install_large(base: Path, quick: bool, count: int = 2000) -> None:
+    """The whole ``dnf install`` of *count* packages (one transaction), with and
+    without the plugin: wall time, the dnf process's peak RSS, and whether the
+    decision log holds exactly one whole line per package."""
+    import json as _json
+
+    from tests.support.links import make_link, sign_legacy
+    from tests.support.packages import build_rpm_family
+    from tests.support.policy import RebuilderEntry
+
+    runs = 1 if quick else 3
+    names = [f"big{i:04d}" for i in range(count)]
+    built = time.perf_counter()
+    rpms = build_rpm_family(base / "rpms", "bigsrc", names)
+    print(f"\nbuilt {count} rpms in {time.perf_counter() - built:.1f}s (one rpmbuild run)")
+    serve = ServerSet()
+    try:
+        rebuilders = make_rebuilders(base / "rebuilders", 3, serve)
+        for rb in rebuilders:  # one link per file, found as {url}/{filename}.link
+            for rpm in rpms:
+                (rb.root / f"{rpm.name}.link").write_bytes(sign_legacy(make_link({rpm.name: rpm.read_bytes()}),
+                                                                       rb.key.signer))
+        repo_server = serve(make_rpm_repo(base / "repo", rpms))
+        entries = [RebuilderEntry(rb.name, rb.url, [rb.key.public_pem], "template",
+                                  {"url_template": "{url}/{filename}.link"}) for rb in rebuilders]
+        rows = []
+        for plugin in (False, True):
+            times, rss, lines = [], [], None
+            for i in range(runs):
+                log = base / f"decisions-{plugin}-{i}.log"
+                policy = write_policy(base / f"policy-{i}.toml", entries, threshold=2, log=log,
+                                      fetch={"max_workers": MAX_WORKERS})
+                box = DnfSandbox(base / f"box-{plugin}-{i}", {"bench": f"{repo_server.url}/"},
+                                 policy if plugin else None, plugin=plugin)
+                _, seconds, peak = _run_measured(box, "install", *names)
+                times.append(seconds)
+                rss.append(peak)
+                if plugin:
+                    entries_logged = [_json.loads(x) for x in log.read_text().splitlines()]
+                    lines = (len(entries_logged), len({e["artifact"] for e in entries_logged}))
+            rows.append((plugin, statistics.median(times), max(rss), lines))
+        print(f"\nwhole `dnf install` of {count} packages in one transaction, N = 3 on 127.0.0.1, "
+              f"median of {runs} run(s)")
+        print("| plugin | seconds | dnf peak RSS | decision log |\n|---|---:|---:|---|")
+        for plugin, seconds, peak, lines in rows:
+            logged = "-" if lines is None else f"{lines[0]} lines, {lines[1]} packages"
+            print(f"| {'with' if plugin else 'without'} | {seconds:.2f} | {peak:.0f} MiB | {logged} |")
+    finally:
+        serve.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs per row")
     parser.add_argument("--hostile-only", action="store_true", help="only the hostile-rebuilder table")
+    parser.add_argument("--large-only", action="store_true",
+                        help="only the 2,000-package transaction (time and peak RSS, with and without the plugin)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="rbg-dnf-bench-") as tmp:
         base = Path(tmp)
+        if args.large_only:
+            bench_install_large(base / "large", args.quick)
+            return 0
         if not args.hostile_only:
             bench_resolved(base / "resolved", args.quick)
             bench_install(base / "install", args.quick)
+            bench_install_large(base / "large", args.quick)
         bench_hostile(base / "hostile", args.quick)
     return 0
 

@@ -190,6 +190,41 @@ def build_rpm(
     return target
 
 
+def build_rpm_family(outdir: Path, source: str, names: list[str], version: str = "1.0",
+                     release: str = "1") -> list[Path]:
+    """Many small noarch binary rpms from one source package, in one rpmbuild
+    run (a spec with a ``%package -n NAME`` per name): thousands of packages
+    for a benchmark in seconds, each installing /usr/share/rebuildgate-test/NAME.
+    Built reproducibly like :func:`build_rpm`."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    lines = [f"Name: {source}", f"Version: {version}", f"Release: {release}", "Summary: rebuildgate bench",
+             "License: MIT", "URL: https://rebuildgate.invalid/", "BuildArch: noarch", "Source0: payload", "",
+             "%description", "Bench packages.", ""]
+    for name in names:
+        lines += [f"%package -n {name}", f"Summary: {name}", "", f"%description -n {name}", name, ""]
+    lines += ["%install", f"mkdir -p %{{buildroot}}/{INSTALL_DIR}"]
+    lines += [f"install -m 0644 %{{SOURCE0}} %{{buildroot}}/{INSTALL_DIR}/{name}" for name in names]
+    lines.append("")
+    for name in names:
+        lines += [f"%files -n {name}", f"/{INSTALL_DIR}/{name}", ""]
+    with tempfile.TemporaryDirectory(prefix="rpm-") as tmp:
+        top = Path(tmp)
+        (top / "SOURCES").mkdir()
+        (top / "SOURCES" / "payload").write_bytes(b"bench\n")
+        spec = top / f"{source}.spec"
+        spec.write_text("\n".join(lines))
+        _run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {top}",
+              "--define", "use_source_date_epoch_as_buildtime 1", "--define", "clamp_mtime_to_source_date_epoch 1",
+              "--define", "_buildhost rebuildgate.invalid", "--define", "debug_package %{nil}",
+              "--define", "_binary_payloadio w9.gzdio", str(spec)])
+        out = []
+        for name in names:
+            built = top / "RPMS" / "noarch" / rpm_filename(name, version, release)
+            shutil.copyfile(built, outdir / built.name)
+            out.append(outdir / built.name)
+    return out
+
+
 def _gzip_reproducibly(path: Path) -> Path:
     """path.gz with no name and a zero mtime in the gzip header."""
     target = path.with_name(path.name + ".gz")
