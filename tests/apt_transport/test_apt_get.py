@@ -52,11 +52,7 @@ def free_port() -> int:
 
 
 def test_all_agree_downloaded(world: World, apt: AptEnv):
-    hello = world.package("hello")
-    repo = world.repo([hello])
-    rbs = [world.rebuilder(f"rb{i}") for i in range(3)]
-    for rb in rbs:
-        world.attest(rb, hello)
+    hello, repo, rbs = world.attested("hello", rebuilders=3)
     result = fetch(apt, repo.http, world.policy(rbs, threshold=2), "hello")
     assert result.returncode == 0, result
     assert apt.downloaded() == ["hello_1.0-1_all.deb"]

@@ -141,11 +141,7 @@ def test_halts_stick_although_the_method_runs_as_apt(world: World, apt_factory) 
 def test_halt_state_that_cannot_be_saved_blocks(world: World, apt: AptEnv) -> None:
     """A run that cannot save what the feeds said must not rely on it: the
     stale rule (block) applies at once, with a line that says why."""
-    hello = world.package("hello")
-    repo = world.repo([hello])
-    rbs = [world.rebuilder(f"rb{i}") for i in range(2)]
-    for rb in rbs:
-        world.attest(rb, hello)
+    hello, repo, rbs = world.attested("hello")
     state_dir = world.base / "full-disk"
     team = HaltTeam(world.base / "team", state_dir=str(state_dir))
     team.publish()
@@ -160,11 +156,7 @@ def test_halt_state_that_cannot_be_saved_blocks(world: World, apt: AptEnv) -> No
 
 
 def test_unreadable_halt_state_blocks(world: World, apt: AptEnv) -> None:
-    hello = world.package("hello")
-    repo = world.repo([hello])
-    rbs = [world.rebuilder(f"rb{i}") for i in range(2)]
-    for rb in rbs:
-        world.attest(rb, hello)
+    hello, repo, rbs = world.attested("hello")
     team = HaltTeam(world.base / "team")
     team.publish()
     (world.base / "team" / "halt-state").mkdir()

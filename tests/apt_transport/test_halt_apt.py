@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -16,11 +17,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def test_halt_stops_apt_until_lifted(world: World, apt_factory) -> None:
-    hello = world.package("hello")
-    repo = world.repo([hello])
-    rbs = [world.rebuilder(f"rb{i}") for i in range(2)]
-    for rb in rbs:
-        world.attest(rb, hello)
+    hello, repo, rbs = world.attested("hello")
     team = HaltTeam(world.base / "team")  # its feed is read after the method dropped to _apt
     policy = write_policy(world.base / "halt-policy.toml",
                           [RebuilderEntry(rb.name, rb.url, [rb.key.public_pem]) for rb in rbs], threshold=2,
@@ -57,11 +54,7 @@ def test_halt_naming_a_flat_repository_as_host_slash_star_stops_apt(world: World
     """`--repository 127.0.0.1:PORT/*` never matched apt's id `127.0.0.1:PORT`: `halt status`
     said IN FORCE while apt-get went ahead.  A signed halt is read as what it names, and
     `halt status` says the pattern is wrong."""
-    hello = world.package("hello")
-    repo = world.repo([hello])
-    rbs = [world.rebuilder(f"rb{i}") for i in range(2)]
-    for rb in rbs:
-        world.attest(rb, hello)
+    hello, repo, rbs = world.attested("hello")
     team = HaltTeam(world.base / "team")
     policy = write_policy(world.base / "halt-policy.toml",
                           [RebuilderEntry(rb.name, rb.url, [rb.key.public_pem]) for rb in rbs], threshold=2,
@@ -88,14 +81,7 @@ def test_halt_naming_a_flat_repository_as_host_slash_star_stops_apt(world: World
 
 def test_an_override_shows_a_warning_in_apt(world: World, apt_factory) -> None:
     """An admin's override lets the package through as loudly as audit mode does: a W: line."""
-    import subprocess
-    import sys
-
-    hello = world.package("hello")
-    repo = world.repo([hello])
-    rbs = [world.rebuilder(f"rb{i}") for i in range(2)]
-    for rb in rbs:
-        world.attest(rb, hello)
+    hello, repo, rbs = world.attested("hello")
     team = HaltTeam(world.base / "team")
     policy = world.policy(rbs, threshold=2, tables=team.tables(), arrays=team.arrays())
     team.publish(team.statement("alice", "bob", packages=["hello"]))

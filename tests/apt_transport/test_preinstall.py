@@ -65,11 +65,7 @@ def same_size_tampered(world: World, pkg: Package) -> Package:
 
 def test_cached_download_then_halt_is_blocked_before_dpkg(world: World, apt_factory):
     """--download-only (as unattended-upgrades does), then a K-signed halt, then install from the cache."""
-    hello = world.package("hello", "1:1.0-1", source="hello-src")
-    repo = world.repo([hello])
-    rbs = [world.rebuilder(f"rb{i}") for i in range(2)]
-    for rb in rbs:
-        world.attest(rb, hello)
+    hello, repo, rbs = world.attested("hello", "1:1.0-1", source="hello-src")
     team = HaltTeam(world.base / "team")
     policy = world.policy(rbs, threshold=2, tables=team.tables(), arrays=team.arrays())
     team.publish()
@@ -279,11 +275,7 @@ def test_reinstalling_an_installed_version_is_checked_not_an_internal_error(worl
     """dpkg's status file lists the installed version without a SHA256: reading
     apt's records for it once raised KeyError, so `apt-get install --reinstall`
     stopped with "internal error in the pre-install check"."""
-    pkg = world.package("again")
-    repo = world.repo([pkg])
-    rbs = [world.rebuilder(f"rb{i}") for i in range(2)]
-    for rb in rbs:
-        world.attest(rb, pkg)
+    pkg, repo, rbs = world.attested("again")
     apt = make_apt(apt_factory, **{"Rebuildgate::Policy": str(world.policy(rbs, threshold=2))})
     apt.sources([flat_source(repo.http)])
     assert apt.update().returncode == 0

@@ -130,6 +130,17 @@ class World:
             key = self.make_key_for(name) if self.make_key_for else make_key(self.base / "keys", "ed25519", name)
         return FakeRebuilder(name, key, root, self._server(root, latency) if serve else None)
 
+    def attested(self, name: str, version: str = "1.0-1", source: str | None = None, *,
+                 rebuilders: int = 2) -> tuple[Package, Repo, list[FakeRebuilder]]:
+        """One package in a served repository, attested by *rebuilders* honest
+        rebuilders rb0, rb1, ... (the set-up most apt tests start from)."""
+        pkg = self.package(name, version, source=source)
+        repo = self.repo([pkg])
+        rbs = [self.rebuilder(f"rb{i}") for i in range(rebuilders)]
+        for rb in rbs:
+            self.attest(rb, pkg)
+        return pkg, repo, rbs
+
     def attest(self, rb: FakeRebuilder, pkg: Package, digest_of: bytes | None = None, *,
                source: str | None = None, version: str | None = None, product: str | None = None,
                digests: Mapping[str, str] | None = None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,9 +41,6 @@ def test_halt_stops_dnf_until_lifted(world: World, tmp_path: Path) -> None:
 
 
 def test_an_override_shows_a_warning_in_dnf(world: World, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     team = HaltTeam(tmp_path / "team")
     policy = write_policy(tmp_path / "policy" / "policy.toml", [r.entry() for r in world.rebuilders], threshold=2,
                           tables=team.tables(), arrays={**team.arrays(), "repository": [
