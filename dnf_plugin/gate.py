@@ -262,19 +262,20 @@ class Gate:
     def pre_transaction(self, packages: Iterable[Any]) -> list[Verdict]:
         """Check the files rpm is about to install; raise Blocked if any fails.
 
-        Every gated file is hashed and its header read: the verdict from
-        before the download stands only for the very file that was verified
-        *and* only if the file is the package the repository metadata said
-        (name, epoch, version, source: halts and the allowlist were judged on
-        those).  Anything else is verified again as the file says it is.
+        Every file is hashed and its header read, from gated repositories and
+        ungated ones alike (an ungated repository does not lift a halt): the
+        verdict from before the download stands only for the very file that
+        was verified *and* only if the file is the package the repository
+        metadata said (name, epoch, version, source: halts and the allowlist
+        were judged on those).  Anything else is verified again as the file
+        says it is (for an ungated repository that asks no rebuilder: it
+        judges the halts).
         """
         todo: list[Artifact] = []
         unreadable: list[tuple[Artifact, str]] = []
         notes: dict[tuple[str, str | None], str] = {}
         for pkg in packages:
             f = package_facts(pkg)
-            if not self._gated(f):
-                continue  # the policy does not gate this repository: nothing to check
             checked = self.checked.get(f.key)
             verified = checked.sha256 if checked else None
             path = Path(pkg.localPkg())
@@ -303,10 +304,6 @@ class Gate:
         return verdicts
 
     # -- helpers ---------------------------------------------------------
-
-    def _gated(self, f: PackageFacts) -> bool:
-        """Whether the policy gates the package's repository (the core decides)."""
-        return self.policy.resolve(f.artifact(_NO_HASH)).rule.gated
 
     def _refuse_weak(self, verifier: Verifier, f: PackageFacts) -> Verdict:
         """A verdict for a package whose repository checksum cannot bind the file.

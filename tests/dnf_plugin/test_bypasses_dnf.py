@@ -84,3 +84,18 @@ def test_the_allowlist_is_matched_on_the_rpm_header(world: World, tmp_path: Path
     assert "1 vote (2 required)" in result.stderr
     assert "judged as the file says, not as the repository index said (kernel-core 1.0-1" in result.stderr
     assert not sandbox.installed()
+
+
+def test_an_ungated_repository_cannot_rename_a_halted_package(world: World, tmp_path: Path) -> None:
+    """Halts apply to ungated repositories too, judged on the rpm header: 'lonely' listed as 'innocent'."""
+    repo = lying_repo(world, "lonely", lambda xml: xml.replace("<name>lonely</name>", "<name>innocent</name>")
+                      .replace("lonely-1.0-1.src.rpm", "innocent-1.0-1.src.rpm"))
+    team = HaltTeam(tmp_path / "team")
+    team.publish(team.statement("alice", "bob", packages=["lonely"]))
+    policy = write_policy(tmp_path / "policy.toml", [r.entry() for r in world.rebuilders], threshold=2,
+                          tables=team.tables(), arrays={**team.arrays(), "repository": [
+                              {"name": "mirror", "match": [repo[0]], "gate": False}]})
+    sandbox, result = run(world, tmp_path / "dnf", repo, policy, "innocent")
+    assert result.returncode == 1, result
+    assert "before installing" in result.stderr and "halted by H-1" in result.stderr, result
+    assert not sandbox.installed()

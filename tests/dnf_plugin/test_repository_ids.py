@@ -28,4 +28,7 @@ def test_rules_match_dnf_repo_ids_and_commandline(world: World, tmp_path: Path) 
     assert local.returncode == 0, local
     assert sandbox.installed() == {"localbad-1.0-1.noarch"}
     log = [json.loads(line) for line in (policy.parent / "decisions.log").read_text().splitlines()]
-    assert [(e["artifact"], e["repo"]) for e in log] == [("lonely-1.0-1.noarch.rpm", "gated")]
+    # the local file is judged too (halts apply to ungated repositories), as not gated: no rebuilder asked
+    assert [(e["artifact"], e["repo"]) for e in log] == [("lonely-1.0-1.noarch.rpm", "gated"),
+                                                         ("localbad-1.0-1.noarch.rpm", "@commandline")]
+    assert log[1]["reason"] == "repository is not gated by the policy" and log[1]["allowed"]
