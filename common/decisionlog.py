@@ -16,8 +16,12 @@ import fcntl
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
+
+#: The longest a line waits for another process's lock on the log.
+LOCK_WAIT = 2.0
 
 
 class DecisionLog:
@@ -28,6 +32,7 @@ class DecisionLog:
         self._fd: int | None = None
         self._lock = threading.Lock()
         self.lost = 0  # lines that could not be written
+        self._lock_timed_out = False
 
     def open(self) -> str | None:
         """Open the file for appending; return why not, if it failed."""
@@ -49,11 +54,10 @@ class DecisionLog:
                 self.lost += 1
                 return f"decision log {self.path} is not open"
             fd = self._fd
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError as e:
+            why = self._lock_file(fd)
+            if why:
                 self.lost += 1
-                return f"cannot lock decision log {self.path}: {e.strerror or e}"
+                return why
             try:
                 start = os.fstat(fd).st_size
                 try:
@@ -72,6 +76,28 @@ class DecisionLog:
                     fcntl.flock(fd, fcntl.LOCK_UN)
                 except OSError:
                     pass
+
+    def _lock_file(self, fd: int) -> str | None:
+        """Take the file lock, waiting at most LOCK_WAIT; why not, if it was not taken.
+
+        Anyone who can open the file can hold its lock: a verdict must never
+        wait on that (the apt method answers apt from its fetch loop).  After
+        one wait that ran out, later lines try once without waiting.
+        """
+        patience = 0.0 if self._lock_timed_out else LOCK_WAIT
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock_timed_out = False
+                return None
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self._lock_timed_out = True
+                    return f"decision log {self.path} is locked by another process; line dropped"
+                time.sleep(0.01)
+            except OSError as e:
+                return f"cannot lock decision log {self.path}: {e.strerror or e}"
 
     @staticmethod
     def _cut(fd: int, start: int) -> None:

@@ -72,3 +72,28 @@ def test_an_unopened_log_reports_every_loss(tmp_path) -> None:
     log = DecisionLog(tmp_path / "file" / "decisions.log")
     assert "cannot write decision log" in log.open()
     assert "is not open" in log.append({"n": 1}) and log.lost == 1
+
+
+def test_a_lock_held_elsewhere_drops_the_line_instead_of_waiting(tmp_path, monkeypatch) -> None:
+    """Anyone who can open the log can hold its flock: a verdict never waits more than LOCK_WAIT on it."""
+    import fcntl
+    import time
+
+    monkeypatch.setattr(decisionlog, "LOCK_WAIT", 0.3)
+    path = tmp_path / "decisions.log"
+    log = DecisionLog(path)
+    log.open()
+    holder = os.open(path, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        started = time.monotonic()
+        assert "locked by another process" in log.append({"n": 1})
+        assert 0.25 < time.monotonic() - started < 2
+        started = time.monotonic()
+        assert "locked by another process" in log.append({"n": 2})
+        assert time.monotonic() - started < 0.2  # after one wait ran out, no more waiting
+    finally:
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        os.close(holder)
+    assert log.append({"n": 3}) is None and log.lost == 2
+    assert [x["n"] for x in lines(path)] == [3]
