@@ -774,10 +774,11 @@ class Transport:
             return root or url.rsplit("/", 1)[0]
         return _host(url)
 
-    def charge_check(self, origin: str, cpu: float) -> None:
-        """A document from *origin* gave no vote after *cpu* seconds of checking (on the loop)."""
-        if self.budgets.failed_check(origin, cpu):
-            self._abandon(origin)
+    def charge_check(self, account: str, cpu: float) -> None:
+        """A document charged to *account* (an :class:`EvidenceSource`'s
+        ``check_account``) gave no vote after *cpu* seconds of checking (on the
+        loop); once the account is overdrawn its documents are not checked."""
+        self.budgets.failed_check(account, cpu)
 
     def came_from_cache(self, url: str) -> bool:
         """Whether this run's answer for *url* was read from the on-disk cache."""
@@ -979,6 +980,11 @@ class EvidenceSource:
         self.root = rebuilder.url if rebuilder.layout == "rebuilderd" else self.base
         #: Whose time and CPU budget its requests spend (see rebuildgate.budget).
         self.origin = transport.origin(self.root, self.root)
+        #: The account its document checks are charged to: this rebuilder's
+        #: own, not its host's, so that a rebuilder sending costly garbage
+        #: from a host it shares (a static web host, a shared rebuilderd)
+        #: never stops another rebuilder's documents from being checked.
+        self.check_account = f"{self.origin} ({rebuilder.name})"
 
     def urls(self, artifact: Artifact) -> list[str]:
         return evidence_urls(self.rebuilder, artifact)

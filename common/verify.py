@@ -345,6 +345,9 @@ class Verifier:
         again, once, and its fresh answer decides.
         """
         source = self.sources[rebuilder.name]
+        refusal = self.transport.budgets.refusal(source.check_account)
+        if refusal is not None:  # its documents overdrew its CPU budget: not asked again
+            return RebuilderReport(rebuilder.name, (), (Problem(refusal.kind, str(refusal)),))
         report, documents = await self._fetch_and_check(rebuilder, source, artifact, deadline, fresh=False)
         if any(doc.cached for doc in documents) and not votes(artifact, report.links):
             report, _ = await self._fetch_and_check(rebuilder, source, artifact, deadline, fresh=True)
@@ -376,7 +379,7 @@ class Verifier:
             else:
                 problems.append(outcome)
                 if cpu is not None:
-                    self.transport.charge_check(source.origin, cpu)
+                    self.transport.charge_check(source.check_account, cpu)
         return RebuilderReport(rebuilder.name, tuple(links), tuple(problems))
 
     def _check(self, source: EvidenceSource, url: str, body: bytes) -> tuple[SignedLink | Problem, float | None]:
@@ -391,7 +394,7 @@ class Verifier:
         outcome = self._checked.get(key)
         if outcome is not None:
             return outcome, None
-        refusal = self.transport.budgets.check_refusal(source.origin)
+        refusal = self.transport.budgets.check_refusal(source.check_account)
         if refusal is not None:
             return Problem(refusal.kind, str(refusal)), None
         started = time.thread_time()

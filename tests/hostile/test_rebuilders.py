@@ -533,3 +533,27 @@ def test_a_rebuilder_sending_costly_garbage_stops_being_checked_and_asked(tmp_pa
     assert len(rb1.server.requests) == 3, rb1.server.requests
     assert [kinds(v)["rb1"] for v in verdicts] == [{"unknown-key"}] * 3 + [{"slow"}] * 5
     assert "did not verify; not asked again in this run" in verdicts[-1].reason
+
+
+def test_costly_garbage_from_a_shared_host_costs_only_its_senders_vote(tmp_path, rebuilder_server,
+                                                                        monkeypatch) -> None:
+    """Two rebuilders on one host (a static web host): rb1's costly garbage must not stop rb2's
+    documents from being checked (review finding: the CPU budget was the host's)."""
+    from rebuildgate import budget
+
+    monkeypatch.setattr(budget, "COSTLY_CPU", 0.0)
+    rb1, rb2 = make_rebuilders(tmp_path, 2)
+    shared = rebuilder_server(tmp_path)  # serves both trees, under one host
+    arts = _packages((rb1, rb2), 6)
+    for rb in (rb1, rb2):
+        rb.server = None
+    bogus = json.dumps({"signed": {"_type": "link", "name": "rebuild", "products": {}},
+                        "signatures": [{"keyid": f"{i:064x}", "sig": "00" * 64} for i in range(8)]}).encode()
+    shared.faults["/rb1-tree/"] = Fault.body(bogus)
+    entries = [RebuilderEntry(rb.name, f"{shared.url}/{rb.root.name}", [rb.key.public_pem]) for rb in (rb1, rb2)]
+    policy = load_policy(write_policy(tmp_path / "policy.toml", entries, threshold=1,
+                                      fetch={**FETCH, "max_workers": 1}))
+    verdicts, _elapsed = verify(policy, *arts)
+    assert all(v.accepted and [x.rebuilder for x in v.votes] == ["rb2"] for v in verdicts), \
+        [v.reason for v in verdicts]
+    assert [kinds(v)["rb1"] for v in verdicts][-1] == {"slow"}
