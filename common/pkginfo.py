@@ -9,6 +9,8 @@ name rebuilders use in their links.
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 from pathlib import Path
 
 from .errors import PackageError
@@ -41,16 +43,81 @@ def _magic(path: Path) -> bytes:
 Digests = tuple[str, str | None]
 
 
+#: A real control member is a few KiB; anything larger is refused unread.
+MAX_CONTROL_BYTES = 1 << 20
+#: zstd has no decompressor in Python's standard library: such members go
+#: through python-apt, so only small ones (this many bytes, compressed).
+MAX_ZSTD_MEMBER = 64 << 10
+
+
+def _ar_member(path: Path, prefix: str) -> tuple[str, bytes]:
+    """(name, data) of the first ar member whose name starts with *prefix*,
+    read with bounds: a .deb is an attacker's file until it is verified."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != b"!<arch>\n":
+                raise PackageError(f"{path}: not a Debian package (no ar archive header)")
+            while True:
+                header = f.read(60)
+                if len(header) < 60 or header[58:60] != b"`\n":
+                    raise PackageError(f"{path}: not a readable Debian package: no {prefix} member")
+                name = header[:16].decode("ascii", "replace").strip().rstrip("/")
+                try:
+                    size = int(header[48:58].decode("ascii").strip())
+                except ValueError:
+                    raise PackageError(f"{path}: not a readable Debian package: broken ar header") from None
+                if name.startswith(prefix):
+                    if size > MAX_CONTROL_BYTES:
+                        raise PackageError(f"{path}: its {name} member is {size} bytes (at most "
+                                           f"{MAX_CONTROL_BYTES}); refused")
+                    return name, f.read(size)
+                f.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError as e:
+        raise PackageError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def _control_text(path: Path) -> bytes:
+    """The ``control`` file of a .deb, decompressed with bounds (no member of
+    the control archive may be larger than MAX_CONTROL_BYTES: a small .deb
+    must not unpack into gigabytes before it is judged)."""
+    import tarfile
+
+    name, data = _ar_member(path, "control.tar")
+    if name.endswith(".zst"):
+        if len(data) > MAX_ZSTD_MEMBER:
+            raise PackageError(f"{path}: its zstd control member is {len(data)} bytes (at most "
+                               f"{MAX_ZSTD_MEMBER}); refused")
+        import apt_inst
+
+        try:
+            return apt_inst.DebFile(str(path)).control.extractdata("control")
+        except (SystemError, LookupError) as e:
+            raise PackageError(f"{path}: not a readable Debian package: {e}") from None
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+            for member in tar:
+                if member.size > MAX_CONTROL_BYTES:
+                    raise PackageError(f"{path}: its control archive holds {member.name} of {member.size} "
+                                       f"bytes (at most {MAX_CONTROL_BYTES}); refused")
+                if member.isfile() and member.name in ("control", "./control"):
+                    extracted = tar.extractfile(member)
+                    if extracted is not None:
+                        return extracted.read(MAX_CONTROL_BYTES + 1)
+    except (tarfile.TarError, OSError, EOFError, ValueError) as e:
+        raise PackageError(f"{path}: not a readable Debian package: {e}") from None
+    raise PackageError(f"{path}: not a readable Debian package: no control file")
+
+
 def read_deb(path: Path, repo: str | None = None, digests: Digests | None = None) -> Artifact:
     """The package a .deb says it is (its control file); *digests*, if the
     caller hashed the file already, spare hashing it again."""
     if _magic(path) != b"!<arch>\n":
         raise PackageError(f"{path}: not a Debian package (no ar archive header)")
+    text = _control_text(path)
     try:
-        import apt_inst
         import apt_pkg
 
-        control = apt_pkg.TagSection(apt_inst.DebFile(str(path)).control.extractdata("control"))
+        control = apt_pkg.TagSection(text)
         name, version, arch = control["Package"], control["Version"], control["Architecture"]
         source_field = control.get("Source", "") or name
     except (SystemError, LookupError, KeyError, ValueError) as e:
