@@ -732,7 +732,7 @@ class Transport:
             if body is None:
                 raise EvidenceMissing(f"no evidence at {url}")
             return body
-        shared = self._inflight.get(url)
+        shared = None if fresh else self._inflight.get(url)  # a fresh answer never shares a cache read
         if shared is not None:
             try:
                 async with asyncio.timeout_at(deadline):

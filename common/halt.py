@@ -177,7 +177,8 @@ class Statement:
         if self.packages and not any(fnmatch.fnmatchcase(n, p) for n in names for p in self.packages):
             return False
         versions = {artifact.version or "", artifact.upstream_version or ""}
-        if self.versions and not any(fnmatch.fnmatchcase(v, p) for v in versions for p in self.versions):
+        patterns = {p[2:] if p.startswith("0:") else p for p in self.versions}  # epoch 0 is no epoch
+        if self.versions and not any(fnmatch.fnmatchcase(v, p) for v in versions for p in patterns):
             return False
         if self.repositories and not repoid.matches_intended(artifact.repo, self.repositories):
             return False
@@ -466,7 +467,9 @@ class HaltWatch:
         self.state, self.statements = saved_state, dict(saved_statements)
         for ident, st in fresh.items():
             if st.action == "halt" and saved_statements.get(ident) is not st:
-                self.statements[ident] = st
+                # beside the saved one, not instead of it: a newer, narrower version must not relax it
+                key = ident if ident not in self.statements else f"{ident} (read, unsaved v{st.version})"
+                self.statements[key] = st
         self.unsaved = why
         self.status = [FeedStatus(f.url, False, f"read, but not used: {why}", f.version) if f.ok else f
                        for f in self.status]

@@ -497,3 +497,20 @@ def test_an_oversized_state_file_is_refused_unread(team, monkeypatch) -> None:
     monkeypatch.setattr(halt, "MAX_STATE_BYTES", 1024)
     v = team.verdict()
     assert not v.allowed and "bytes (at most 1024)" in v.reason
+
+
+@pytest.mark.parametrize("pattern", ["0:1.0-1", "1.0-1", "0:1.0-*"])
+def test_an_explicit_zero_epoch_is_no_epoch(pattern) -> None:
+    """rpm tools print '0:' for no epoch; signers will write it."""
+    st = halt.Statement("H", "halt", 1, "r", NOW, LATER, False, ("hello",), (pattern,), (), ("alice",))
+    assert st.matches(Artifact(FILE, ART.sha256, name="hello", version="1.0-1"))
+
+
+def test_an_unsaved_newer_halt_does_not_replace_the_saved_one(team, monkeypatch) -> None:
+    """A re-issued halt read while the state cannot be saved applies beside the saved one."""
+    team.publish(team.statement("alice", "bob", ident="H", packages=["hello"]))
+    assert not team.verdict().allowed  # saved: covers hello
+    team.publish(team.statement("alice", "bob", ident="H", version=2, packages=["other"]))  # narrower
+    monkeypatch.setattr(halt, "write_atomic", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space")))
+    v = team.verdict()
+    assert not v.allowed and "halted by H (reason for H" in v.reason
