@@ -231,6 +231,8 @@ def _verify(judged: list[Judgement], policy: Path, proxy: str | None, debug: boo
     from .engine import load_engine, route_library_log  # the verifier's imports, only when a file needs them
 
     route_library_log(debug)  # relaxations are printed as W: lines below
+    if watchdog is not None:  # loading the engine reads the halt feeds, one deadline each at most
+        watchdog.extend(_feed_time(policy))
     engine = load_engine(policy, proxy)
     if engine.verifier is None:
         outcome.fail(engine.refusal or "rebuildgate: no verifier")
@@ -250,6 +252,18 @@ def _verify(judged: list[Judgement], policy: Path, proxy: str | None, debug: boo
             outcome.warnings.append(text)
         else:
             outcome.debug.append(text)
+
+
+def _feed_time(policy: Path) -> float:
+    """The longest reading the policy's halt feeds may take (0 without [halt] or a loadable policy)."""
+    from rebuildgate.errors import ConfigError
+    from rebuildgate.policy import load_policy
+
+    try:
+        loaded = load_policy(policy)
+    except ConfigError:
+        return 0.0  # load_engine reports it
+    return loaded.fetch.deadline * len(loaded.halt.feeds) + GRACE if loaded.halt else 0.0
 
 
 def run(data: bytes, stream: TextIO) -> int:

@@ -295,7 +295,9 @@ def load_layout_keys(specs: Iterable[Any], where: str, policy_path: Path) -> lis
 
     Only the layout's ``keys`` table is read: its signatures, steps and
     expiry are not verified and mean nothing here; the admin names the
-    keyids to trust, exactly as a root layout's ``pubkeys`` would.
+    keyids to trust, exactly as a root layout's ``pubkeys`` would.  Each
+    key must hash to the keyid it is listed under (in-toto's keyid: sha256
+    of its canonical JSON), so a layout whose key was swapped is refused.
     """
     out: list[TrustedKey] = []
     for spec in specs:
@@ -318,8 +320,12 @@ def load_layout_keys(specs: Iterable[Any], where: str, policy_path: Path) -> lis
                                   f"(it has {', '.join(sorted(by_id)) or 'none'})")
             try:
                 crypto_key = _sslib_dict_to_crypto(by_id[keyid], f"key {keyid[:16]} of {spec.layout}")
-            except ValueError as e:
+                actual = _published_keyid(by_id[keyid])
+            except (ValueError, TypeError) as e:
                 raise ConfigError(policy_path, key, str(e)) from None
+            if actual != keyid:  # a keyid is a hash of its key: a layout that lies about it was altered
+                raise ConfigError(policy_path, key, f"layout {spec.layout} lists under keyid {keyid} a key whose "
+                                  f"keyid is {actual}; the layout was altered, or the keyid is wrong")
             out.extend(_trusted(crypto_key, f"{spec.layout} key {keyid}", keyid))
     return out
 

@@ -155,3 +155,11 @@ def test_check_config_shows_each_key_with_its_published_keyid(tmp_path, tmp_keys
     assert f"key {layout} key {published_keyid(p521)}: ecdsa, keyid {published_keyid(p521)}" in r.stdout
     # one line per key, not one per signature scheme tried
     assert r.stdout.count(f"keyid {published_keyid(p521)}") == 1
+
+
+def test_a_layout_key_swapped_under_a_published_keyid_is_refused(tmp_path, tmp_keys) -> None:
+    honest, evil = tmp_keys("ed25519"), tmp_keys("ed25519")
+    layout = write_layout(tmp_path / "root.layout", {published_keyid(honest): in_toto_key_dict(evil)})
+    with pytest.raises(ConfigError, match=f"lists under keyid {published_keyid(honest)} a key whose keyid is "
+                                          f"{published_keyid(evil)}"):
+        policy_keyset(tmp_path, layout_keys={"layout": str(layout), "keyids": [published_keyid(honest)]})
