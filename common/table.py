@@ -7,9 +7,9 @@ the package manager.  Only the package label differs (dnf prints
 ``name-version.arch``, apt ``name version (arch)``), hence *label*.
 
 With *width* (apt: 80 columns, a terminal's width) the table is made to fit:
-the columns that hold free text (package, failing rebuilders, reason) are
-narrowed, widest first, and their cells wrap onto continuation lines, so a
-long package name or reason never runs past the edge.  Without it each row
+when a row does not fit on one line, each reason goes on lines of its own
+under its row, and the package and failing-rebuilders columns narrow and
+wrap, so a long package name or reason never runs past the edge.  Without it each row
 is one line, as dnf has always printed it.
 """
 
@@ -28,9 +28,10 @@ from rebuildgate.verify import DEFAULT_LOG
 #: compared (policy lookups, refusals): it can match no rebuilder's product.
 NO_HASH = "0" * 64
 HEADER = ("PACKAGE", "SHA256", "VOTES", "CONFLICTS", "FAILING REBUILDERS", "REASON")
-#: Columns that may wrap (package, failing rebuilders, reason) and the
-#: narrowest each gets; the others (hash prefix, counts) never wrap.
-WRAPPING = {0: 12, 4: 12, 5: 20}
+#: Columns that may wrap when the table must fit a width (package, failing
+#: rebuilders) and the narrowest each gets; the hash prefix and the counts
+#: never wrap, the reason goes on lines of its own.
+WRAPPING = {0: 14, 4: 12}
 INDENT, GAP = 2, 2
 
 
@@ -84,23 +85,35 @@ def _one_line_rows(rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _fitted_rows(rows: Sequence[Sequence[str]], width: int) -> list[str]:
-    """Rows within *width* columns: free-text columns narrowed, their cells wrapped."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    """Rows within *width* columns.
+
+    As one line per row when that fits.  Else the reason goes under its row
+    (indented, wrapped to the full width: it is the longest cell and the one
+    a person reads), and the package and failing-rebuilders columns narrow,
+    widest first, their cells wrapping onto continuation lines.
+    """
+    plain = _one_line_rows(rows)
+    if all(len(line) <= width for line in plain):
+        return plain
+    table = [r[:-1] for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
 
     def total() -> int:
         return INDENT + sum(widths) + GAP * (len(widths) - 1)
 
     while total() > width:
-        column = max(WRAPPING, key=lambda i: widths[i] - WRAPPING[i])
-        if widths[column] <= WRAPPING[column]:
+        if all(widths[i] <= WRAPPING[i] for i in WRAPPING):
             break  # as narrow as it gets; the terminal wraps what is left
-        widths[column] = max(WRAPPING[column], widths[column] - (total() - width))
+        column = max((i for i in WRAPPING if widths[i] > WRAPPING[i]), key=lambda i: widths[i])
+        widths[column] -= 1  # one at a time: the two columns end up balanced
     out = []
     for row in rows:
-        cells = [_cell(text, w) for text, w in zip(row, widths)]
-        for n in range(max(len(c) for c in cells)):
-            parts = [(c[n] if n < len(c) else "").ljust(w) for c, w in zip(cells, widths)]
+        cells = [_cell(text, w) for text, w in zip(row[:-1], widths)]
+        for k in range(max(len(c) for c in cells)):
+            parts = [(c[k] if k < len(c) else "").ljust(w) for c, w in zip(cells, widths)]
             out.append((" " * INDENT + (" " * GAP).join(parts)).rstrip())
+        indent = " " * (2 * INDENT)
+        out += [indent + line for line in _cell(row[-1], width - len(indent))]
     return out
 
 

@@ -1,0 +1,186 @@
+"""The pre-prompt hook through real apt-get and apt: the transaction judged before any download.
+
+Each test installs both hooks as ``python -m rebuildgate.apt.install`` does
+(harness.AptEnv(prompt=True): one snippet in the private
+``Dir::Etc::Parts``) and counts what reached the repository server: a
+transaction the hook blocks must not fetch a single .deb.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.apt_transport.harness import AptEnv, flat_source
+from tests.apt_transport.world import Package, Repo, World
+
+pytestmark = pytest.mark.timeout(150)
+
+EXIT_BLOCKED = 10  # rebuildgate.apt.prompt.EXIT_BLOCKED
+
+
+def make_apt(apt_factory, policy, name: str = "apt", options: dict[str, str] | None = None, **kw) -> AptEnv:
+    """A private apt with both hooks; *options* go into its APT_CONFIG (the hook sees no -o items)."""
+    env: AptEnv = apt_factory(name, target=True, prompt=True,
+                              options={"Rebuildgate::Policy": str(policy), **(options or {})}, **kw)
+    assert env.prompt is not None
+    return env
+
+
+def debs_fetched(repo: Repo) -> list[str]:
+    assert repo.server is not None
+    return [r.rsplit("/", 1)[-1] for r in repo.server.requests if r.endswith(".deb")]
+
+
+def assert_blocked_before_download(result, apt: AptEnv, repo: Repo) -> list[str]:
+    """apt stopped at the hook, nothing was fetched; returns the hook's lines (E: line and table)."""
+    assert result.returncode == 100, result
+    assert f"E: Sub-process {apt.prompt} returned an error code ({EXIT_BLOCKED})" in result.output, result
+    assert debs_fetched(repo) == [] and apt.downloaded() == []
+    lines = result.stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("E: rebuildgate blocked"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("E: Sub-process"))
+    return lines[start:end]
+
+
+def first_column(lines: list[str]) -> str:
+    """The table's package column, its wrapped pieces joined (rows start with two spaces, reasons four)."""
+    return "".join(line.split()[0] for line in lines
+                   if line.startswith("  ") and not line.startswith("   ") and "PACKAGE" not in line)
+
+
+def two_packages(world: World) -> tuple[Package, Package, Repo, list]:
+    """good (attested by rb0 and rb1) and bad (rb1 attests other bytes) in one served repository."""
+    good = world.package("good", "1.0-1")
+    bad = world.package("bad", "2:3.0-1", source="badsrc")
+    repo = world.repo([good, bad])
+    rbs = [world.rebuilder("rb0"), world.rebuilder("rb1")]
+    for rb in rbs:
+        world.attest(rb, good)
+    world.attest(rbs[0], bad)
+    world.attest(rbs[1], bad, digest_of=b"other bytes")
+    return good, bad, repo, rbs
+
+
+@pytest.mark.parametrize("program", ["/usr/bin/apt-get", "/usr/bin/apt"])
+def test_blocked_before_download_with_the_table(world: World, apt_factory, program: str):
+    good, bad, repo, rbs = two_packages(world)
+    apt = make_apt(apt_factory, world.policy(rbs, threshold=2))
+    apt.sources([flat_source(repo.http)])
+    assert apt.update().returncode == 0
+    result = apt.run("install", "-y", "good", "bad", program=program)
+    lines = assert_blocked_before_download(result, apt, repo)
+    text = " ".join(" ".join(lines).split())
+    assert text.startswith(f"E: rebuildgate blocked 1 of 2 package(s) before download (policy "
+                           f"{world.base}/policy.toml): PACKAGE SHA256 VOTES CONFLICTS FAILING REBUILDERS REASON "
+                           f"bad 2:3.0-1 (all) {bad.sha256[:16]} 1/2 1 (max 0) rb1 (conflict) "
+                           f"1 vote (2 required) from rb0; 1 conflicting (max 0): rb1 attests sha256"), text
+    assert text.endswith(f"Nothing was downloaded. Decision log: {world.log}")
+    assert "good" not in text
+    assert all(len(line) <= 80 for line in lines)
+    assert "Do you want to continue" not in result.stdout
+
+
+def test_long_names_fit_80_columns(world: World, apt_factory):
+    name = "a-package-with-a-really-very-long-name-that-goes-on-and-on-beyond-any-column"
+    pkg = world.package(name, "1:10.20.30-4+deb12u5~bpo11+1")
+    repo = world.repo([pkg])
+    rbs = [world.rebuilder("rebuilder-with-a-long-name-0"), world.rebuilder("rebuilder-with-a-long-name-1")]
+    apt = make_apt(apt_factory, world.policy(rbs, threshold=2))
+    apt.sources([flat_source(repo.http)])
+    assert apt.update().returncode == 0
+    lines = assert_blocked_before_download(apt.install(name), apt, repo)
+    assert all(len(line) <= 80 for line in lines), "\n".join(lines)
+    assert first_column(lines).startswith(name)  # wrapped, not cut
+
+
+def test_everything_attested_installs_and_the_hook_prints_nothing(world: World, apt_factory):
+    good = world.package("good", "1.0-1")
+    repo = world.repo([good])
+    rbs = [world.rebuilder("rb0"), world.rebuilder("rb1")]
+    for rb in rbs:
+        world.attest(rb, good)
+    apt = make_apt(apt_factory, world.policy(rbs, threshold=2))
+    apt.sources([flat_source(repo.http)])
+    assert apt.update().returncode == 0
+    result = apt.install("good")
+    assert result.returncode == 0, result
+    assert "rebuildgate" not in result.stderr
+    assert debs_fetched(repo) == ["good_1.0-1_all.deb"]
+
+
+def test_download_only_and_upgrade_and_dist_upgrade_are_blocked(world: World, apt_factory):
+    old = world.package("tool", "1.0-1")
+    repo = world.repo([old])
+    rbs = [world.rebuilder("rb0")]
+    world.attest(rbs[0], old)
+    apt = make_apt(apt_factory, world.policy(rbs, threshold=1))
+    apt.sources([flat_source(repo.http)])
+    assert apt.update().returncode == 0
+    assert apt.install("tool").returncode == 0
+
+    result = apt.download("tool", "--reinstall")  # reinstall: nothing new, yet a download
+    assert result.returncode == 0, result
+
+    new = world.package("tool", "2.0-1")  # not attested
+    repo = world.repo([new])  # the same directory, now with 2.0-1 only (a new server)
+    apt.sources([flat_source(repo.http)])
+    assert apt.update().returncode == 0
+    for args in (["install", "--download-only", "tool"], ["upgrade"], ["dist-upgrade"]):
+        apt.clean()
+        lines = assert_blocked_before_download(apt.run(*args), apt, repo)
+        assert any(line.split()[:3] == ["tool", "2.0-1", "(all)"] for line in lines), args
+
+
+def test_removal_only_is_never_blocked(world: World, apt_factory):
+    tool = world.package("tool", "1.0-1")
+    repo = world.repo([tool])
+    rb = world.rebuilder("rb0")
+    world.attest(rb, tool)
+    policy = world.policy([rb], threshold=1)
+    apt = make_apt(apt_factory, policy)
+    apt.sources([flat_source(repo.http)])
+    assert apt.update().returncode == 0
+    assert apt.install("tool").returncode == 0
+    world.policy([rb], threshold=5)  # now nothing could pass
+    result = apt.run("remove", "tool")
+    assert result.returncode == 0, result
+    assert "rebuildgate" not in result.stderr
+
+
+def test_mixed_gated_and_plain_sources(world: World, apt_factory):
+    """Only the package of the rebuildgate+ entry is judged; the plain one installs unchecked."""
+    gated = world.package("gated", "1.0-1")
+    plain = world.package("plainpkg", "1.0-1")
+    gated_repo = world.repo([gated], name="gated")
+    plain_repo = world.repo([plain], name="plain")
+    rb = world.rebuilder("rb0")
+    apt = make_apt(apt_factory, world.policy([rb], threshold=1))
+    apt.sources([flat_source(gated_repo.http), flat_source(plain_repo.http, scheme="")])
+    assert apt.update().returncode == 0
+    assert apt.install("plainpkg").returncode == 0
+    apt.clean()
+    result = apt.install("gated")
+    lines = assert_blocked_before_download(result, apt, gated_repo)
+    assert lines[0].startswith("E: rebuildgate blocked 1 of 1 package(s)")
+    assert not any("plainpkg" in line for line in lines)
+
+
+def test_hook_that_cannot_reach_rebuilders_in_time_leaves_it_to_the_method(world: World, apt_factory):
+    """The hook's own deadline (1 s) passes: one W: line, apt goes on, the method verifies (no hang)."""
+    good = world.package("good", "1.0-1")
+    repo = world.repo([good])
+    rb = world.rebuilder("rb0", latency=2.5)
+    world.attest(rb, good)
+    apt = make_apt(apt_factory, world.policy([rb], threshold=1), options={"Rebuildgate::Prompt::Deadline": "1"})
+    apt.sources([flat_source(repo.http)])
+    assert apt.update().returncode == 0
+    started = time.monotonic()
+    result = apt.install("good")
+    assert time.monotonic() - started < 30
+    assert result.returncode == 0, result
+    [line] = [line for line in result.stderr.splitlines() if "rebuildgate" in line]
+    assert line == ("W: rebuildgate: no verdict before download within the hook's time limit for 1 package(s) "
+                    "(rebuilders slow or unreachable); the download check decides")
+    assert debs_fetched(repo) == ["good_1.0-1_all.deb"]
