@@ -73,7 +73,7 @@ class Report:
     """What the hook tells apt: lines to print and its exit status."""
 
     status: int = EXIT_OK
-    errors: list[str] = field(default_factory=list)  # E: (first line) and the table
+    table: list[str] = field(default_factory=list)  # E: (W: when not blocking) on its first line only
     warnings: list[str] = field(default_factory=list)
     debug: list[str] = field(default_factory=list)
     show_debug: bool = False
@@ -83,8 +83,9 @@ class Report:
             stream.write(f"rebuildgate: debug: {text}\n")
         for text in self.warnings:
             stream.write(f"W: {text}\n")
-        for n, text in enumerate(self.errors):
-            stream.write(f"E: {text}\n" if n == 0 else f"{text}\n")
+        prefix = "E" if self.status == EXIT_BLOCKED else "W"
+        for n, text in enumerate(self.table):
+            stream.write(f"{prefix}: {text}\n" if n == 0 else f"{text}\n")
         stream.flush()
 
 
@@ -146,9 +147,11 @@ def judge(packages: list[jsonhook.Install], settings: Settings, root: bool, exte
     route_library_log(settings.debug)
     engine = load_engine(path, settings.proxy)
     if engine.verifier is None:
+        why = (engine.refusal or "no verifier").removeprefix("rebuildgate: ")
+        if not root:  # the policy and keys may well be root's alone
+            raise HookFailure(f"{why} (run as uid {os.geteuid()}, not root)")
         # The method refuses every package with this same line: one W: here, not a second table.
-        raise HookFailure(f"{(engine.refusal or 'no verifier').removeprefix('rebuildgate: ')}; the method "
-                          f"refuses every package until it is fixed")
+        raise HookFailure(f"{why}; the method refuses every package until it is fixed")
     if root:
         report.warnings.extend(engine.warnings)
     verifier = engine.verifier
@@ -206,18 +209,10 @@ def _tell(verdicts, policy, root: bool, report: Report) -> None:  # noqa: ANN001
             report.debug.append(f"rebuildgate: {v.summary()}")
     if not blocked:
         return
-    if root:
-        table = format_blocked(blocked, len(verdicts), "before download", FOOTER, policy, {},
-                               label=lambda a: a.label, width=WIDTH - 3)
-        report.errors.extend(table.splitlines())
-        report.status = EXIT_BLOCKED
-        return
-    footer = f"Not run as root: nothing is blocked here; {LEFT_TO_METHOD}."
-    table = format_blocked(blocked, len(verdicts), "before download", footer, policy, {},
-                           label=lambda a: a.label, width=WIDTH - 3)
-    lines = table.splitlines()
-    report.warnings.append(lines[0])
-    report.warnings.extend(f"   {line}" if line.startswith("  ") else line for line in lines[1:])
+    footer = FOOTER if root else f"Not run as root: nothing is blocked here; {LEFT_TO_METHOD}."
+    report.table = format_blocked(blocked, len(verdicts), "before download", footer, policy, {},
+                                  label=lambda a: a.label, width=WIDTH - 3).splitlines()
+    report.status = EXIT_BLOCKED if root else EXIT_OK
 
 
 def session(environ: Mapping[str, str], stream: TextIO) -> int:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.apt_transport.harness import AptEnv, flat_source
 from tests.apt_transport.world import Package, Repo, World
+from tests.support.keys import make_key
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -50,12 +51,15 @@ def first_column(lines: list[str]) -> str:
                    if line.startswith("  ") and not line.startswith("   ") and "PACKAGE" not in line)
 
 
-def two_packages(world: World) -> tuple[Package, Package, Repo, list]:
-    """good (attested by rb0 and rb1) and bad (rb1 attests other bytes) in one served repository."""
+def two_packages(world: World, readable_keys: bool = False) -> tuple[Package, Package, Repo, list]:
+    """good (attested by rb0 and rb1) and bad (rb1 attests other bytes) in one served repository.
+
+    *readable_keys*: the rebuilders' keys in the world's directory, which any user can read."""
     good = world.package("good", "1.0-1")
     bad = world.package("bad", "2:3.0-1", source="badsrc")
     repo = world.repo([good, bad])
-    rbs = [world.rebuilder("rb0"), world.rebuilder("rb1")]
+    rbs = [world.rebuilder(name, key=make_key(world.base / "keys", "ed25519", name) if readable_keys else None)
+           for name in ("rb0", "rb1")]
     for rb in rbs:
         world.attest(rb, good)
     world.attest(rbs[0], bad)
@@ -184,3 +188,77 @@ def test_hook_that_cannot_reach_rebuilders_in_time_leaves_it_to_the_method(world
     assert line == ("W: rebuildgate: no verdict before download within the hook's time limit for 1 package(s) "
                     "(rebuilders slow or unreachable); the download check decides")
     assert debs_fetched(repo) == ["good_1.0-1_all.deb"]
+
+
+#: A stand-in for the hook's program that answers apt's hello and then crashes
+#: (a bug past the handshake: Python exits 1 with a traceback).
+CRASHING_PROGRAM = """#!/usr/bin/python3
+import os, socket
+s = socket.socket(fileno=int(os.environ["APT_HOOK_SOCKET"]))
+s.recv(65536)
+s.sendall(b'{"jsonrpc":"2.0","id":0,"result":{"version":"0.1"}}\\n\\n')
+raise RuntimeError("boom")
+"""
+
+
+def test_hook_that_crashes_leaves_it_to_the_method_which_blocks(world: World, apt_factory):
+    good, bad, repo, rbs = two_packages(world)
+    program = world.base / "crashing-prompt"
+    program.write_text(CRASHING_PROGRAM)
+    program.chmod(0o755)
+    apt = make_apt(apt_factory, world.policy(rbs, threshold=2), prompt_program=program)
+    apt.sources([flat_source(repo.http)])
+    assert apt.update().returncode == 0
+    result = apt.install("bad")
+    assert result.returncode == 100, result
+    assert ("W: rebuildgate: the pre-prompt check failed (exit status 1); the download check decides"
+            in result.stderr.splitlines())
+    assert "rebuildgate: bad 2:3.0-1 (all): blocked: 1 vote (2 required)" in result.stderr  # the method's line
+    assert "Failure running hook" not in result.output
+    assert "Unpacking" not in result.stdout
+
+
+def test_policy_that_does_not_load_warns_and_the_method_refuses(world: World, apt_factory):
+    good, bad, repo, rbs = two_packages(world)
+    policy = world.base / "broken.toml"
+    policy.write_text("threshold = [\n")
+    apt = make_apt(apt_factory, policy)
+    apt.sources([flat_source(repo.http)])
+    assert apt.update().returncode == 0
+    result = apt.install("good")
+    assert result.returncode == 100, result
+    [warning] = [line for line in result.stderr.splitlines() if line.startswith("W: rebuildgate")]
+    assert warning.startswith("W: rebuildgate: policy error: ") and str(policy) in warning
+    assert warning.endswith("; the method refuses every package until it is fixed; the download check decides")
+    assert "E: Failed to fetch" in result.stderr and "policy error" in result.stderr.split("E: Failed", 1)[1]
+
+
+def test_not_root_reports_without_blocking(world: World, apt_factory):
+    """`apt-get -s` as a normal user: the same table, as W: lines, and apt goes on."""
+    good, bad, repo, rbs = two_packages(world, readable_keys=True)
+    policy = world.policy(rbs, threshold=2)
+    policy.chmod(0o644)  # the user must be able to read it to report anything
+    apt = make_apt(apt_factory, policy)
+    apt.sources([flat_source(repo.http)])
+    assert apt.update().returncode == 0
+    result = apt.run("-s", "install", "good", "bad",
+                     prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"))
+    assert result.returncode == 0, result
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[0].startswith("W: rebuildgate blocked 1 of 2 package(s) before download"), result
+    assert any(line.split()[:3] == ["bad", "2:3.0-1", "(all)"] for line in lines), result.stderr
+    assert "Not run as root: nothing is blocked here; the download check decides." in " ".join(
+        " ".join(lines).split())
+    assert not any(line.startswith("E:") for line in lines)
+    assert "Inst bad" in result.stdout and debs_fetched(repo) == []
+
+
+def test_local_deb_is_left_to_the_pre_install_check(world: World, apt_factory):
+    local = world.package("localpkg", "2.0-1", outdir="local")
+    rb = world.rebuilder("rb0")
+    apt = make_apt(apt_factory, world.policy([rb], 1, gate_unlisted=True))
+    result = apt.install(str(local.deb))
+    assert result.returncode == 100, result
+    assert f"E: Sub-process {apt.hook} returned an error code (1)" in result.output  # the pre-install hook
+    assert "rebuildgate blocked" not in result.output  # the pre-prompt hook had nothing to judge
+    assert "localpkg 2.0-1 (all): blocked: 0 votes (1 required)" in result.stderr
