@@ -108,6 +108,14 @@ class Channel:
         while (message := self.read()) is not None and message.method != BYE:
             pass
 
+    def close(self) -> None:
+        """Let apt see the end of the conversation (before the verdict: apt only waits for the exit)."""
+        for thing in (self._file, self._sock):
+            try:
+                thing.close()
+            except OSError:
+                pass
+
     def _send(self, obj: dict[str, Any]) -> None:
         try:
             self._file.write(json.dumps(obj).encode() + b"\n\n")

@@ -217,6 +217,7 @@ def _tell(verdicts, policy, root: bool, report: Report) -> None:  # noqa: ANN001
 
 def session(environ: Mapping[str, str], stream: TextIO) -> int:
     """One run of the hook: handshake, one notification, bye; returns the exit status."""
+    channel: jsonhook.Channel | None = None
     try:
         channel = jsonhook.Channel.from_env(dict(environ))
         channel.handshake()
@@ -229,6 +230,9 @@ def session(environ: Mapping[str, str], stream: TextIO) -> int:
         packages = jsonhook.installs(note.params)
     except jsonhook.ProtocolError as e:
         return _fail(stream, str(e))
+    finally:
+        if channel is not None:
+            channel.close()
     if not packages:
         return EXIT_OK  # removals only
     from .watchdog import Watchdog
