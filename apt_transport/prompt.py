@@ -26,6 +26,12 @@ never judged here (the pre-install hook looks at local files).
 Run by anyone but root (``apt-get -s`` as a user) it reports what it would
 block as ``W:`` lines and lets apt go on: only root's verdict counts, and
 only root can write the decision log and the evidence cache.
+
+What it fetched is not fetched again: as root it writes the evidence cache
+(:mod:`rebuildgate.cache`, root-owned ``/var/cache/rebuildgate``) and waits
+for those writes before it exits; the method, as ``_apt``, reads it.  The
+cache saves requests and never changes a verdict: every cached document is
+verified again on use, and one that gives no vote is fetched afresh.
 """
 
 from __future__ import annotations
@@ -50,6 +56,9 @@ WIDTH = 80
 MARGIN = 10.0
 #: The verifier's own grace after a rebuilder's deadline (PendingVerdict.GRACE).
 GRACE = 2.0
+#: Seconds to wait for the evidence cache to be written before exiting: the
+#: method (as _apt) reads what the hook (root) fetched instead of asking again.
+CACHE_FLUSH = 2.0
 FOOTER = "Nothing was downloaded."
 LEFT_TO_METHOD = "the download check decides"
 
@@ -160,6 +169,8 @@ def judge(packages: list[jsonhook.Install], settings: Settings, root: bool, exte
         lookups = len(artifacts) * max(1, len(verifier.policy.rebuilders))
         extend(fetch.deadline * math.ceil(lookups / fetch.max_workers) + GRACE + MARGIN)
     verdicts = verifier.verify_many(artifacts)
+    if root and not verifier.transport.flush_cache(CACHE_FLUSH):
+        report.debug.append("evidence cache: writes not done in time; the method fetches what is missing")
     _tell(verdicts, verifier.policy, root, report)
     return report
 

@@ -262,3 +262,26 @@ def test_local_deb_is_left_to_the_pre_install_check(world: World, apt_factory):
     assert f"E: Sub-process {apt.hook} returned an error code (1)" in result.output  # the pre-install hook
     assert "rebuildgate blocked" not in result.output  # the pre-prompt hook had nothing to judge
     assert "localpkg 2.0-1 (all): blocked: 0 votes (1 required)" in result.stderr
+
+
+def test_method_reuses_what_the_hook_fetched(world: World, apt_factory):
+    """The hook (root) fills the evidence cache; the method (_apt) reads it: 0 evidence requests of its own."""
+    pkgs = [world.package(f"pkg{i}", "1.0-1") for i in range(3)]
+    repo = world.repo(pkgs)
+    rbs = [world.rebuilder("rb0"), world.rebuilder("rb1")]
+    for rb in rbs:
+        for pkg in pkgs:
+            world.attest(rb, pkg)
+    policy = world.policy(rbs, threshold=2, fetch={"cache_dir": str(world.base / "cache")})
+    apt = make_apt(apt_factory, policy)
+    apt.sources([flat_source(repo.http)])
+    assert apt.update().returncode == 0
+    result = apt.install(*(p.name for p in pkgs))
+    assert result.returncode == 0, result
+    assert sorted(debs_fetched(repo)) == sorted(p.filename for p in pkgs)
+    for rb in rbs:
+        assert rb.server is not None
+        asked = rb.server.requests
+        assert asked and len(asked) == len(set(asked)), asked  # each document once: by the hook, not again
+    decided = [(d["name"], d["verdict"]) for d in world.decisions()]
+    assert decided.count(("pkg0", "accepted")) == 3  # the hook, the method, the pre-install hook
