@@ -185,10 +185,7 @@ def prompt_launcher_script(target: Path, snippet: Path, by: str = WRITTEN_BY) ->
         "#!/bin/sh\n"
         f"# rebuildgate's pre-prompt hook (AptCli::Hooks), written by {by}:\n"
         "# exit 10 stops apt before any download; a crash only warns (the method decides).\n"
-        f"if [ ! -x {program} ]; then\n"
-        f"    echo {shlex.quote(missing)} >&2\n"
-        "    exit 0\n"
-        "fi\n"
+        + _unless_missing(program, missing, 0) +
         f'{program} "$@"\n'
         "status=$?\n"
         'case "$status" in 0|10) exit "$status" ;; esac\n'
@@ -205,12 +202,17 @@ def hook_launcher_script(target: Path, snippet: Path, by: str = WRITTEN_BY) -> s
         "#!/bin/sh\n"
         f"# rebuildgate's DPkg::Pre-Install-Pkgs hook, written by {by}:\n"
         "# apt runs it right before dpkg, and stops if it exits non-zero.\n"
-        f"if [ ! -x {program} ]; then\n"
-        f"    echo {shlex.quote(missing)} >&2\n"
-        "    exit 2\n"
-        "fi\n"
+        + _unless_missing(program, missing, 2) +
         f'exec {program} "$@"\n'
     )
+
+
+def _unless_missing(program: str, message: str, status: int) -> str:
+    """Shell lines that print *message* and exit *status* when *program* (quoted) is gone."""
+    return (f"if [ ! -x {program} ]; then\n"
+            f"    echo {shlex.quote(message)} >&2\n"
+            f"    exit {status}\n"
+            "fi\n")
 
 
 def apt_snippet(hook: Path, by: str = WRITTEN_BY, prompt: Path | None = None) -> str:
