@@ -14,6 +14,7 @@ import pytest
 
 from tests.apt_transport.harness import AptEnv, flat_source
 from tests.apt_transport.world import Package, Repo, World
+from tests.support.halts import HaltTeam
 from tests.support.keys import make_key
 
 pytestmark = pytest.mark.timeout(150)
@@ -285,3 +286,17 @@ def test_method_reuses_what_the_hook_fetched(world: World, apt_factory):
         assert asked and len(asked) == len(set(asked)), asked  # each document once: by the hook, not again
     decided = [(d["name"], d["verdict"]) for d in world.decisions()]
     assert decided.count(("pkg0", "accepted")) == 3  # the hook, the method, the pre-install hook
+
+
+def test_a_halt_blocks_before_download(world: World, apt_factory):
+    """Halts apply in the hook as everywhere (the library's verdict): named in the table."""
+    hello, repo, rbs = world.attested("hello", "1:1.0-1", source="hello-src")
+    team = HaltTeam(world.base / "team")
+    policy = world.policy(rbs, threshold=2, tables=team.tables(), arrays=team.arrays())
+    team.publish(team.statement("alice", "bob", packages=["hello-src"]))
+    apt = make_apt(apt_factory, policy)
+    apt.sources([flat_source(repo.http)])
+    assert apt.update().returncode == 0
+    lines = assert_blocked_before_download(apt.install("hello"), apt, repo)
+    text = " ".join(" ".join(lines).split())
+    assert "hello 1:1.0-1 (all)" in text and "halted by H-1" in text and "2/2" in text, text
