@@ -8,6 +8,9 @@ transaction the hook blocks must not fetch a single .deb.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -300,3 +303,31 @@ def test_a_halt_blocks_before_download(world: World, apt_factory):
     lines = assert_blocked_before_download(apt.install("hello"), apt, repo)
     text = " ".join(" ".join(lines).split())
     assert "hello 1:1.0-1 (all)" in text and "halted by H-1" in text and "2/2" in text, text
+
+
+VERSION_RECORDS = """
+import apt_pkg, json, sys
+from rebuildgate.apt.records import AptRecords
+apt_pkg.init_config()
+records = AptRecords(lambda: None)
+found = records.version_records("alpha", "amd64", "1.0-1", int(sys.argv[1]))
+print(json.dumps(None if found is None else [[r.uri, r.sha256, r.filename, r.source] for r in found]))
+"""
+
+
+def test_version_records_need_apts_version_id(world: World, apt_factory):
+    """The hook finds the version apt named only under the same id; else it leaves it to the method."""
+    alpha = world.package("alpha", "1.0-1", source="alpha-src")
+    repo = world.repo([alpha])
+    apt = make_apt(apt_factory, world.policy([world.rebuilder("rb0")], threshold=1))
+    apt.sources([flat_source(repo.http)])
+    assert apt.update().returncode == 0
+
+    def lookup(version_id: int):
+        done = subprocess.run([sys.executable, "-c", VERSION_RECORDS, str(version_id)], env=apt.env(),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    assert lookup(0) == [[f"rebuildgate+{repo.http}", alpha.sha256, alpha.filename, "alpha-src"]]
+    assert lookup(7) is None
