@@ -28,6 +28,7 @@ PREFIX = "Rebuildgate::"
 KNOWN = {
     "rebuildgate::policy": "path of the policy file",
     "rebuildgate::debug": "true to print what the method does on stderr",
+    "rebuildgate::prompt::deadline": "seconds the pre-prompt hook waits for rebuilders (the method ignores it)",
 }
 
 
@@ -79,7 +80,7 @@ class AptConfig:
             return
         self.items.append((name, value))
         if ours and name.lower() not in KNOWN:
-            self.errors.append(f"unknown apt option {name} (known: Rebuildgate::Policy, Rebuildgate::Debug)")
+            self.errors.append(f"unknown apt option {name} (known: Rebuildgate::Policy, Rebuildgate::Debug, Rebuildgate::Prompt::Deadline)")
 
     # -- lookups with apt's semantics ------------------------------------
 

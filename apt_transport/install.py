@@ -11,7 +11,9 @@ links to every method of apt's, plus ours.
 The same step installs the ``DPkg::Pre-Install-Pkgs`` hook
 (:mod:`.preinstall`): a launcher, ``/usr/lib/rebuildgate/rebuildgate-preinstall``,
 and the apt.conf.d snippet that makes apt run it with protocol version 3
-(:func:`install_hook`).  Without a policy file the hook does nothing, so
+(:func:`install_hook`); the snippet also runs the pre-prompt hook
+(:mod:`.prompt`, launcher ``/usr/lib/rebuildgate/rebuildgate-prompt``) as
+``AptCli::Hooks::Install`` and ``::Upgrade``.  Without a policy file the hook does nothing, so
 installing never breaks apt.
 
 ``python -m rebuildgate.apt.install DIR [--hook-dir D] [--apt-conf-dir C]``
@@ -34,6 +36,8 @@ SCHEMES = ("http", "https", "file")
 APT_METHODS = Path("/usr/lib/apt/methods")
 HOOK_DIR = Path("/usr/lib/rebuildgate")
 HOOK_NAME = "rebuildgate-preinstall"
+#: The pre-prompt hook's launcher, beside the pre-install hook's.
+PROMPT_NAME = "rebuildgate-prompt"
 APT_CONF_DIR = Path("/etc/apt/apt.conf.d")
 #: Read before apt-listbugs (10) and apt-listchanges (20): a blocked package
 #: stops apt before those show anything or ask.
@@ -64,6 +68,11 @@ def method_executable() -> Path:
 def hook_executable() -> Path:
     """The console script ``rebuildgate-apt-preinstall`` of this installation."""
     return console_script("rebuildgate-apt-preinstall")
+
+
+def prompt_executable() -> Path:
+    """The console script ``rebuildgate-apt-prompt`` of this installation."""
+    return console_script("rebuildgate-apt-prompt")
 
 
 def _write_atomically(path: Path, text: str, mode: int) -> None:
@@ -130,15 +139,19 @@ def launcher_script(target: Path, by: str = WRITTEN_BY) -> str:
     )
 
 
-def install_hook(hook_dir: Path, apt_conf_dir: Path, executable: Path | None = None) -> list[Path]:
-    """Write the hook's launcher into *hook_dir* and the snippet that runs it into *apt_conf_dir*.
+def install_hook(hook_dir: Path, apt_conf_dir: Path, executable: Path | None = None,
+                 prompt_executable_path: Path | None = None, prompt: bool = True) -> list[Path]:
+    """Write the hooks' launchers into *hook_dir* and the snippet that runs them into *apt_conf_dir*.
 
-    The launcher gives apt a fixed command path, whatever Python and
-    virtualenv rebuildgate lives in, and says in one line what to do if
-    rebuildgate was removed but the snippet was not (apt then stops: a
-    check that cannot run must not be skipped silently).
+    The launchers give apt fixed command paths, whatever Python and
+    virtualenv rebuildgate lives in, and say in one line what to do if
+    rebuildgate was removed but the snippet was not.  The pre-install hook
+    then stops apt (a check that cannot run must not be skipped silently);
+    the pre-prompt hook (*prompt*) only warns: the method still judges every
+    download.  Returns [pre-install launcher, snippet(, pre-prompt launcher)].
     """
     hook = hook_dir / HOOK_NAME
+    prompt_hook = hook_dir / PROMPT_NAME
     if not _PLAIN_PATH.match(str(hook)):
         raise ValueError(f"{hook}: the hook's path may only hold letters, digits and ._+-/ "
                          f"(apt runs it through sh -c and names its options after it)")
@@ -147,8 +160,38 @@ def install_hook(hook_dir: Path, apt_conf_dir: Path, executable: Path | None = N
     apt_conf_dir.mkdir(parents=True, exist_ok=True)
     snippet = apt_conf_dir / SNIPPET_NAME
     _write_atomically(hook, hook_launcher_script(target, snippet), 0o755)
-    _write_atomically(snippet, apt_snippet(hook), 0o644)
-    return [hook, snippet]
+    made = [hook, snippet]
+    if prompt:
+        _write_atomically(prompt_hook, prompt_launcher_script(prompt_executable_path or prompt_executable(), snippet),
+                          0o755)
+        made.append(prompt_hook)
+    _write_atomically(snippet, apt_snippet(hook, prompt=prompt_hook if prompt else None), 0o644)
+    return made
+
+
+def prompt_launcher_script(target: Path, snippet: Path, by: str = WRITTEN_BY) -> str:
+    """The pre-prompt hook's launcher: exit 10 stops apt, any other failure only warns.
+
+    The hook exits 10 when it blocks (:data:`.prompt.EXIT_BLOCKED`) and 0
+    otherwise, its own trouble included; any other status is a crash (a
+    Python traceback exits 1), which must not stop apt: the method still
+    decides every download.  A hook that ends without answering apt's hello
+    lets apt go on (apt 2.6), so a missing program only warns as well.
+    """
+    program = shlex.quote(str(target))
+    missing = (f"W: rebuildgate: {target} is missing, so the transaction is not checked before download: "
+               f"reinstall rebuildgate, or remove {snippet}")
+    return (
+        "#!/bin/sh\n"
+        f"# rebuildgate's pre-prompt hook (AptCli::Hooks), written by {by}:\n"
+        "# exit 10 stops apt before any download; a crash only warns (the method decides).\n"
+        + _unless_missing(program, missing, 0) +
+        f'{program} "$@"\n'
+        "status=$?\n"
+        'case "$status" in 0|10) exit "$status" ;; esac\n'
+        'echo "W: rebuildgate: the pre-prompt check failed (exit status $status); the download check decides" >&2\n'
+        "exit 0\n"
+    )
 
 
 def hook_launcher_script(target: Path, snippet: Path, by: str = WRITTEN_BY) -> str:
@@ -159,27 +202,42 @@ def hook_launcher_script(target: Path, snippet: Path, by: str = WRITTEN_BY) -> s
         "#!/bin/sh\n"
         f"# rebuildgate's DPkg::Pre-Install-Pkgs hook, written by {by}:\n"
         "# apt runs it right before dpkg, and stops if it exits non-zero.\n"
-        f"if [ ! -x {program} ]; then\n"
-        f"    echo {shlex.quote(missing)} >&2\n"
-        "    exit 2\n"
-        "fi\n"
+        + _unless_missing(program, missing, 2) +
         f'exec {program} "$@"\n'
     )
 
 
-def apt_snippet(hook: Path, by: str = WRITTEN_BY) -> str:
-    """The apt.conf.d snippet: run *hook* before dpkg, with protocol version 3.
+def _unless_missing(program: str, message: str, status: int) -> str:
+    """Shell lines that print *message* and exit *status* when *program* (quoted) is gone."""
+    return (f"if [ ! -x {program} ]; then\n"
+            f"    echo {shlex.quote(message)} >&2\n"
+            f"    exit {status}\n"
+            "fi\n")
+
+
+def apt_snippet(hook: Path, by: str = WRITTEN_BY, prompt: Path | None = None) -> str:
+    """The apt.conf.d snippet: run *hook* before dpkg, with protocol version 3, and *prompt*
+    before the Y/n prompt.
 
     Version 3 gives apt's configuration (so ``-o Rebuildgate::Policy=...``
     reaches the hook) and each package's name, versions and arch with its
     file.  apt 2.6 reads the version from ``DPkg::Tools::Options::<command>::Version``.
+    ``AptCli::Hooks::Install`` and ``::Upgrade`` are the JSON hooks of
+    ``apt`` and ``apt-get`` install/remove and upgrade/dist-upgrade.
     """
-    return (
+    text = (
         "// rebuildgate: every .deb apt hands to dpkg is checked first\n"
         f"// (written by {by}; see rebuildgate's apt_transport/README.md).\n"
         f'DPkg::Pre-Install-Pkgs {{ "{hook}"; }};\n'
         f'DPkg::Tools::Options::{hook}::Version "3";\n'
     )
+    if prompt is not None:
+        text += (
+            "// ... and the whole transaction before the Y/n prompt and any download.\n"
+            f'AptCli::Hooks::Install {{ "{prompt}"; }};\n'
+            f'AptCli::Hooks::Upgrade {{ "{prompt}"; }};\n'
+        )
+    return text
 
 
 def private_methods_dir(methods_dir: Path, executable: Path | None = None) -> Path:
@@ -213,10 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.apt_conf_dir or not args.with_apt_methods:
         hook_dir = args.hook_dir or (args.methods_dir if args.with_apt_methods else HOOK_DIR)
         try:
-            hook, snippet = install_hook(hook_dir, args.apt_conf_dir or APT_CONF_DIR)
+            hook, snippet, prompt = install_hook(hook_dir, args.apt_conf_dir or APT_CONF_DIR)
         except ValueError as e:
             parser.error(str(e))
-        print(f"installed the pre-install hook {hook}, run by apt through {snippet}")
+        print(f"installed the pre-install hook {hook} and the pre-prompt hook {prompt}, run by apt through {snippet}")
     return 0
 
 

@@ -38,11 +38,9 @@ import math
 import os
 import stat
 import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TextIO, TypeVar
+from typing import TextIO
 
 from rebuildgate.errors import PackageError, one_line
 from rebuildgate.model import Artifact
@@ -54,6 +52,7 @@ from .aptconfig import AptConfig
 from .hookinput import HookInput, HookInputError, PackageLine, parse
 from .origins import MISMATCH, PLAIN, Origin, origin_of
 from .records import AptRecords, PackageId, RecordsError
+from .watchdog import Watchdog
 
 EXIT_OK, EXIT_BLOCKED, EXIT_ERROR = 0, 1, 2
 #: Seconds for the local work (apt's cache, halt feeds, start-up) on top of
@@ -64,9 +63,6 @@ MARGIN = 30.0
 READ_RATE = 16 << 20
 #: The verifier's own grace after a rebuilder's deadline (PendingVerdict.GRACE).
 GRACE = 2.0
-
-T = TypeVar("T")
-
 
 class HookError(Exception):
     """The hook cannot do its job; apt must stop (one line)."""
@@ -115,44 +111,6 @@ class Outcome:
             for text in lines:
                 stream.write(f"{prefix}: {one_line(text, 4000)}\n")
         stream.flush()
-
-
-class Watchdog:
-    """Runs the check on a thread and gives up at a deadline the check may push back."""
-
-    def __init__(self, seconds: float) -> None:
-        self._deadline = time.monotonic() + seconds
-        self._lock = threading.Lock()
-
-    def extend(self, seconds: float) -> None:
-        """Allow at least *seconds* more from now (the verification's own bound)."""
-        with self._lock:
-            self._deadline = max(self._deadline, time.monotonic() + seconds)
-
-    def run(self, work: Callable[[], T]) -> T:
-        """*work*'s result; TimeoutError if it is not done by the deadline (it is abandoned)."""
-        box: list = []
-        done = threading.Event()
-
-        def target() -> None:
-            try:
-                box.append((True, work()))
-            except BaseException as e:  # noqa: BLE001 - handed to the caller
-                box.append((False, e))
-            done.set()
-
-        threading.Thread(target=target, name="rbg-preinstall", daemon=True).start()
-        while not done.wait(min(max(self._remaining(), 0.0), 1.0)):
-            if self._remaining() <= 0:
-                raise TimeoutError
-        ok, value = box[0]
-        if not ok:
-            raise value
-        return value
-
-    def _remaining(self) -> float:
-        with self._lock:
-            return self._deadline - time.monotonic()
 
 
 def read_input() -> bytes:

@@ -143,6 +143,28 @@ class AptRecords:
             raise RecordsError(self.error or "cannot read apt's package cache")
         return list(self._each_record(pkg, with_uri=True))
 
+    def version_records(self, name: str, arch: str, version: str, version_id: int) -> list[IndexRecord] | None:
+        """Every index record of the version apt's hook named by *version_id*, or None.
+
+        apt's JSON hooks name a version by its id in apt's cache; the hook
+        opens the same cache (``APT_CONFIG`` is inherited), so the ids agree
+        unless the cache changed in between.  None when no version of that
+        name, arch and version string has that id: the caller cannot tell
+        which file apt will fetch and must not judge it.  Raises
+        :class:`RecordsError` when apt's cache cannot be read.
+        """
+        if not self._open():
+            raise RecordsError(self.error or "cannot read apt's package cache")
+        for key in (f"{name}:{arch}", name):
+            try:
+                package = self._cache[key]
+            except KeyError:
+                continue
+            for ver in package.version_list:
+                if ver.ver_str == version and ver.id == version_id:
+                    return list(self._version_records(package, ver, with_uri=True))
+        return None
+
     def installed(self) -> list[PackageId]:
         """Every package dpkg has installed (its current version), as apt's cache reads
         dpkg's status file.  Raises :class:`RecordsError` when the cache cannot be read."""
@@ -152,7 +174,7 @@ class AptRecords:
                 for package in self._cache.packages if package.current_ver is not None]
 
     def _each_record(self, pkg: PackageId, with_uri: bool) -> Iterator[IndexRecord]:
-        cache, records = self._cache, self._records
+        cache = self._cache
         candidates = []
         for key in (f"{pkg.name}:{pkg.arch}", pkg.name):
             try:
@@ -161,19 +183,22 @@ class AptRecords:
                 continue
         for package in candidates:
             for version in package.version_list:
-                if version.ver_str != pkg.version:
-                    continue
-                for pkgfile, index in version.file_list:
-                    if not records.lookup((pkgfile, index)):
-                        continue
-                    try:
-                        digest = records.hashes.find("SHA256")
-                    except KeyError:  # no SHA256: dpkg's status file, an md5-only index
-                        digest = None
-                    yield IndexRecord(records.source_pkg or package.name, version.arch,
-                                      str(digest.hashvalue).lower() if digest else None,
-                                      self._index_uri(pkgfile) if with_uri else None,
-                                      posixpath.basename(records.filename) or None)
+                if version.ver_str == pkg.version:
+                    yield from self._version_records(package, version, with_uri)
+
+    def _version_records(self, package, version, with_uri: bool) -> Iterator[IndexRecord]:  # noqa: ANN001 - apt_pkg
+        records = self._records
+        for pkgfile, index in version.file_list:
+            if not records.lookup((pkgfile, index)):
+                continue
+            try:
+                digest = records.hashes.find("SHA256")
+            except KeyError:  # no SHA256: dpkg's status file, an md5-only index
+                digest = None
+            yield IndexRecord(records.source_pkg or package.name, version.arch,
+                              str(digest.hashvalue).lower() if digest else None,
+                              self._index_uri(pkgfile) if with_uri else None,
+                              posixpath.basename(records.filename) or None)
 
     def _index_uri(self, pkgfile) -> str | None:  # noqa: ANN001 - apt_pkg.PackageFile
         """The base URI of the sources.list entry behind *pkgfile*, as apt-cache policy shows it.

@@ -691,6 +691,23 @@ class Transport:
         self._blocking.shutdown()
         self._cache_writer.shutdown()
 
+    def flush_cache(self, timeout: float) -> bool:
+        """Wait up to *timeout* seconds for the cache writes queued so far; True when all are done.
+
+        Writes go to disk in the background and :meth:`close` drops those not
+        started, so a process that ends right after its verdicts (apt's
+        pre-prompt hook, whose documents the method then reads) waits here
+        first.  The writer is one thread: a no-op queued behind the writes
+        runs when they are done.
+        """
+        if self.cache is None:
+            return True
+        try:
+            self._cache_writer.submit(lambda: None).result(timeout=max(timeout, 0.0))
+            return True
+        except Exception:  # noqa: BLE001 - a cache that cannot be written is a cache miss later
+            return False
+
     # -- on the loop ----------------------------------------------------------
 
     def slots(self) -> asyncio.Semaphore:

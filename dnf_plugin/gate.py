@@ -27,11 +27,12 @@ from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from rebuildgate.decide import Verdict
-from rebuildgate.errors import PackageError, one_line
+from rebuildgate.errors import PackageError
 from rebuildgate.model import Artifact, Problem
 from rebuildgate.pkginfo import file_digests, read_rpm, sourcerpm_name
 from rebuildgate.policy import Policy, load_policy
 from rebuildgate.repoid import dnf_repo_id
+from rebuildgate.table import NO_HASH, format_blocked
 from rebuildgate.verify import DEFAULT_LOG, Verifier
 
 #: dnf's logger; the plugin's own child logger propagates to its handlers.
@@ -50,9 +51,8 @@ WEAK_TYPES = ("md5", "sha1", "sha224")
 MIN_VERSIONS = {"securesystemslib": 1, "cryptography": 40}
 
 
-#: Stands in for a hash where the core needs an Artifact but no hash is
-#: compared (policy lookups, refusals): it can match no rebuilder's product.
-_NO_HASH = "0" * 64
+#: Stands in for a hash where no hash is compared (rebuildgate.table.NO_HASH).
+_NO_HASH = NO_HASH
 
 
 class Blocked(Exception):
@@ -343,52 +343,6 @@ class Gate:
     def log_path(self) -> Path:
         return self.policy.log or DEFAULT_LOG
 
-
-
-def _nevra(a: Artifact) -> str:
-    """name-[epoch:]version-release.arch, as dnf prints packages."""
-    return f"{a.name}-{a.version}.{a.arch}" if a.name and a.version and a.arch else a.filename
-
-
-def failing_rebuilders(v: Verdict) -> list[str]:
-    """Rebuilders that did not vote, each with why ("conflict", "missing", "timeout"...)."""
-    out: dict[str, list[str]] = {}
-    for c in v.conflicts:
-        out.setdefault(c.rebuilder, []).append("conflict")
-    for name in v.missing:
-        out.setdefault(name, []).append("missing")
-    for name, problem in v.errors:
-        out.setdefault(name, []).append(problem.kind)
-    return [f"{name} ({', '.join(dict.fromkeys(kinds))})" for name, kinds in out.items()]
-
-
-def format_blocked(blocked: Sequence[Verdict], total: int, when: str, footer: str,
-                   policy: Policy, notes: dict[tuple[str, str | None], str]) -> str:
-    """The message after ``Error:``: one line of context, a table, one line of advice."""
-    header = ("PACKAGE", "SHA256", "VOTES", "CONFLICTS", "FAILING REBUILDERS", "REASON")
-    rows = []
-    for v in sorted(blocked, key=lambda v: _nevra(v.artifact)):
-        reason = v.reason
-        note = notes.get((v.artifact.filename, v.artifact.repo))
-        if note:
-            reason = f"{note}; {reason}"
-        rows.append((
-            _nevra(v.artifact),
-            v.artifact.sha256[:16] if v.artifact.sha256 != _NO_HASH else "-",
-            f"{v.vote_count}/{v.threshold}",
-            f"{v.conflict_count} (max {v.max_conflicts})",
-            ", ".join(failing_rebuilders(v)) or "-",
-            one_line(reason),
-        ))
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  " + "  ".join(c.ljust(w) for c, w in zip(cells, widths)) + "  " + cells[-1]
-
-    text = [f"rebuildgate blocked {len(blocked)} of {total} package(s) {when} "
-            f"(policy {policy.path}):", line(header), *(line(r) for r in rows),
-            f"{footer} Decision log: {policy.log or DEFAULT_LOG}"]
-    return "\n".join(t.rstrip() for t in text)
 
 
 class _ToDnf(logging.Handler):

@@ -10,7 +10,10 @@ status file apt also uses: a real installation that never touches the
 host's package database (:func:`host_state` lets a test prove it).  With
 ``hook=True`` the pre-install hook is installed as
 ``python -m rebuildgate.apt.install`` installs it, its snippet in the
-private ``Dir::Etc::Parts``, so apt runs it before that dpkg.
+private ``Dir::Etc::Parts``, so apt runs it before that dpkg; with
+``prompt=True`` the pre-prompt hook too (the same snippet, as installed),
+``prompt_program`` standing in for its Python program when a test needs a
+crashing one.
 
 The directory is created world-readable (0755) outside pytest's private
 temp dir: apt's sandbox user ``_apt`` must reach it, or apt would run its
@@ -87,7 +90,8 @@ class AptEnv:
     """A private apt installation under *root* (created 0755)."""
 
     def __init__(self, root: Path, options: Mapping[str, str] | None = None, target: bool = False,
-                 methods: Path | None = None, hook: bool = False) -> None:
+                 methods: Path | None = None, hook: bool = False, prompt: bool = False,
+                 prompt_program: Path | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)
@@ -111,10 +115,14 @@ class AptEnv:
 
             private_methods_dir(self.methods, method_executable())
         self.hook: Path | None = None
-        if hook:
-            from rebuildgate.apt.install import install_hook
+        self.prompt: Path | None = None
+        if hook or prompt:
+            from rebuildgate.apt.install import install_hook, prompt_executable
 
-            self.hook = install_hook(self.root / "hook", self.etc / "apt.conf.d", hook_executable())[0]
+            made = install_hook(self.root / "hook", self.etc / "apt.conf.d", hook_executable(),
+                                prompt_program or prompt_executable(), prompt=prompt)
+            self.hook = made[0]
+            self.prompt = made[2] if prompt else None
         self.sources([])
         items: dict[str, str | list[str]] = {
             "Dir::Etc": str(self.etc),
@@ -152,9 +160,10 @@ class AptEnv:
         return env
 
     def run(self, *args: str, options: Mapping[str, str] | None = None, timeout: float = 90,
-            env: Mapping[str, str] | None = None, prefix: Sequence[str] = ()) -> AptResult:
-        """apt-get *args*; *prefix* runs it through a wrapper (:data:`WITHOUT_HOST_POLICY`)."""
-        cmd = [*prefix, APT_GET]
+            env: Mapping[str, str] | None = None, prefix: Sequence[str] = (), program: str = APT_GET) -> AptResult:
+        """apt-get *args* (or *program*: ``/usr/bin/apt``); *prefix* runs it through a wrapper
+        (:data:`WITHOUT_HOST_POLICY`, ``setpriv`` for another user)."""
+        cmd = [*prefix, program]
         for name, value in (options or {}).items():
             cmd += ["-o", f"{name}={value}"]
         cmd += list(args)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rebuildgate.errors import EvidenceMissing, FetchError, RebuilderOverBudget
-from rebuildgate.fetch import EvidenceSource, Transport
+from rebuildgate.fetch import EvidenceSource, Transport, make_transport
 from rebuildgate.model import Artifact
 from rebuildgate.policy import FetchSettings, Rebuilder
 
@@ -334,3 +334,22 @@ def test_https_rebuilder_is_verified_against_the_trust_store(tmp_path, monkeypat
         assert "CERTIFICATE_VERIFY_FAILED" in str(e.value) or "certificate" in str(e.value).lower()
     finally:
         httpd.shutdown()
+
+
+def test_flush_cache_waits_for_the_writes_a_short_lived_process_would_lose(served, tmp_path) -> None:
+    """apt's pre-prompt hook exits right after its verdicts; the method then reads what it wrote."""
+    settings = FetchSettings(connect_timeout=1.0, read_timeout=1.0, deadline=2.0, cache_dir=tmp_path / "cache",
+                             cache_ttl=600)
+    t = make_transport(settings)
+    try:
+        assert t.get(f"{served.url}/doc", time.monotonic() + 2) == b"evidence"
+        assert t.flush_cache(5.0)
+    finally:
+        t.close()
+    again = make_transport(settings)
+    try:
+        assert again.get(f"{served.url}/doc", time.monotonic() + 2) == b"evidence"
+        assert again.came_from_cache(f"{served.url}/doc")
+        assert served.requests == ["/doc"]
+    finally:
+        again.close()
