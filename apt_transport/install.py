@@ -139,6 +139,13 @@ def launcher_script(target: Path, by: str = WRITTEN_BY) -> str:
     )
 
 
+def _if_present(program: Path | str) -> str:
+    """A shell command (apt runs hooks with ``/bin/sh -c``) that runs *program*
+    with its own exit status, or does nothing once the package that held it
+    was removed (apt notifies ``install.post`` after removing it)."""
+    return f"[ ! -e {program} ] || {program}"
+
+
 def install_hook(hook_dir: Path, apt_conf_dir: Path, executable: Path | None = None,
                  prompt_executable_path: Path | None = None, prompt: bool = True) -> list[Path]:
     """Write the hooks' launchers into *hook_dir* and the snippet that runs them into *apt_conf_dir*.
@@ -233,9 +240,10 @@ def apt_snippet(hook: Path, by: str = WRITTEN_BY, prompt: Path | None = None) ->
     )
     if prompt is not None:
         text += (
-            "// ... and the whole transaction before the Y/n prompt and any download.\n"
-            f'AptCli::Hooks::Install {{ "{prompt}"; }};\n'
-            f'AptCli::Hooks::Upgrade {{ "{prompt}"; }};\n'
+            "// ... and the whole transaction before the Y/n prompt and any download.  apt also runs it\n"
+            "// after a transaction that removed rebuildgate itself: a launcher no longer there is no error.\n"
+            f'AptCli::Hooks::Install {{ "{_if_present(prompt)}"; }};\n'
+            f'AptCli::Hooks::Upgrade {{ "{_if_present(prompt)}"; }};\n'
         )
     return text
 

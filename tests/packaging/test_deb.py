@@ -127,7 +127,10 @@ def test_enable_switches_the_source_and_apt_gates_through_it(root: Root, setup: 
     assert root.run("dpkg-query", "-W", "rbg-hello").returncode == 0
     blocked = root.run("apt-get", "install", "-y", "-q", "rbg-evil")
     assert blocked.returncode != 0
-    assert lines_with(blocked.stderr, "rebuildgate: rbg-evil 1.0-1 (all): blocked"), blocked.stderr
+    # the packaged pre-prompt hook stops it before anything is downloaded, with the table
+    assert lines_with(blocked.stderr, "rebuildgate blocked 1 of 1 package(s) before download"), blocked.stderr
+    assert lines_with(blocked.stderr, "rbg-evil 1.0-1") and lines_with(blocked.stderr, "Nothing was downloaded.")
+    assert lines_with(blocked.stderr, "1 conflicting (max 0): rb1 attests sha256"), blocked.stderr
     assert root.run("dpkg-query", "-W", "rbg-evil").returncode != 0
     log = root.file("/var/log/rebuildgate/decisions.log").read_text()
     assert '"verdict": "accepted"' in log and '"artifact": "rbg-evil_1.0-1_all.deb"' in log
