@@ -15,6 +15,7 @@ import errno
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 
 def write_atomic(path: Path | str, data: bytes, mode: int = 0o644) -> None:
@@ -23,13 +24,22 @@ def write_atomic(path: Path | str, data: bytes, mode: int = 0o644) -> None:
     Raises OSError if any step fails.  Up to the rename, *path* is then
     unchanged; no temporary file is ever left behind.
     """
+    def write(fd: int) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+
+    write_atomic_with(path, write, mode)
+
+
+def write_atomic_with(path: Path | str, write: Callable[[int], None], mode: int = 0o644) -> None:
+    """:func:`write_atomic` for content too large to hold in memory (a tar of
+    an evidence bundle): ``write(fd)`` writes it to the temporary file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write(fd)
             os.fchmod(fd, mode)  # mkstemp makes 0600; the umask does not apply to fchmod
             os.fsync(fd)
         finally:

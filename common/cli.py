@@ -41,18 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     v = sub.add_parser("verify", help="verify local packages, or one artifact by name and hash")
-    v.add_argument("files", nargs="*", type=Path, metavar="FILE", help=".deb or .rpm files")
-    v.add_argument("--policy", help="policy file (default $REBUILDGATE_POLICY or /etc/rebuildgate/policy.toml)")
     v.add_argument("--json", action="store_true", help="one JSON object per package")
-    v.add_argument("--artifact", metavar="FILENAME", help="file name rebuilders list (with --sha256, no file)")
-    v.add_argument("--sha256", metavar="HEX")
-    v.add_argument("--sha512", metavar="HEX")
-    v.add_argument("--name", help="binary package name")
-    v.add_argument("--source", help="source package name (locates evidence)")
-    v.add_argument("--version", help="version, with epoch if any")
-    v.add_argument("--arch")
-    v.add_argument("--repo", help="repository id the artifact comes from, as apt or dnf gives it "
-                   "(matches [[repository]] rules; a URI is turned into its id)")
+    _artifact_args(v)
+
+    from .collectcmd import add_collect_parser
+
+    add_collect_parser(sub)
 
     c = sub.add_parser("check-config", help="validate the policy and say what it means")
     c.add_argument("--policy")
@@ -113,6 +107,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _artifact_args(v: argparse.ArgumentParser) -> None:
+    """FILEs or ``--artifact NAME --sha256 HEX ...``: the packages of ``verify`` and ``collect``."""
+    v.add_argument("files", nargs="*", type=Path, metavar="FILE", help=".deb or .rpm files")
+    v.add_argument("--policy", help="policy file (default $REBUILDGATE_POLICY or /etc/rebuildgate/policy.toml)")
+    v.add_argument("--artifact", metavar="FILENAME", help="file name rebuilders list (with --sha256, no file)")
+    v.add_argument("--sha256", metavar="HEX")
+    v.add_argument("--sha512", metavar="HEX")
+    v.add_argument("--name", help="binary package name")
+    v.add_argument("--source", help="source package name (locates evidence)")
+    v.add_argument("--version", help="version, with epoch if any")
+    v.add_argument("--arch")
+    v.add_argument("--repo", help="repository id the artifact comes from, as apt or dnf gives it "
+                   "(matches [[repository]] rules; a URI is turned into its id)")
+
+
+def artifacts_from_args(args: argparse.Namespace) -> tuple[list[Artifact], int]:
+    """The packages FILEs or ``--artifact`` name, and EXIT_ERROR if a FILE could not be read."""
+    if args.artifact and args.files:
+        raise PackageError("give either FILEs or --artifact, not both")
+    if not args.artifact and not args.files:
+        raise PackageError(f"nothing to {args.command}: give FILEs or --artifact NAME --sha256 HEX")
+    artifacts: list[Artifact] = []
+    status = EXIT_OK
+    if args.artifact:
+        artifacts.append(_artifact_from_args(args))
+    for path in args.files:
+        try:
+            artifacts.append(read_package(path, _repo(args.repo)))
+        except PackageError as e:
+            print(f"rebuildgate: {e}", file=sys.stderr)
+            status = EXIT_ERROR
+    return artifacts, status
+
+
 def _signer_args(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--key", type=Path, help="private key (PEM, unencrypted)")
@@ -154,20 +182,7 @@ def _guess_from_filename(name: str) -> dict[str, str]:
 def cmd_verify(args: argparse.Namespace) -> int:
     from .verify import Verifier
 
-    if args.artifact and args.files:
-        raise PackageError("give either FILEs or --artifact, not both")
-    if not args.artifact and not args.files:
-        raise PackageError("nothing to verify: give FILEs or --artifact NAME --sha256 HEX")
-    artifacts: list[Artifact] = []
-    status = EXIT_OK
-    if args.artifact:
-        artifacts.append(_artifact_from_args(args))
-    for path in args.files:
-        try:
-            artifacts.append(read_package(path, _repo(args.repo)))
-        except PackageError as e:
-            print(f"rebuildgate: {e}", file=sys.stderr)
-            status = EXIT_ERROR
+    artifacts, status = artifacts_from_args(args)
     policy = load_policy(args.policy)
     with Verifier(policy) as verifier:
         verdicts = verifier.verify_many(artifacts)
@@ -400,6 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_verify(args)
         if args.command == "halt":
             return cmd_halt(args)
+        if args.command == "collect":
+            from .collectcmd import cmd_collect
+
+            return cmd_collect(args)
         if args.command == "status":
             from .statuscmd import cmd_status
 

@@ -9,7 +9,12 @@ and nothing else: it becomes a :class:`~rebuildgate.errors.FetchError`.
 
 ``file://`` rebuilders read a directory that another machine filled (Qubes
 dom0 has no network); paths are resolved and must stay inside that
-directory, symlinks included.
+directory, symlinks included.  An evidence bundle (``[fetch] bundle``,
+written by ``rebuildgate collect`` on a machine that is trusted less) is
+stricter: its paths are walked one segment at a time from the bundle
+directory without following any symlink, and only regular files are read.
+With ``[fetch] offline`` no request ever leaves the machine: the one place
+that would open a connection (:meth:`Transport._fetch`) refuses first.
 
 All requests of a :class:`Transport` run on one asyncio event loop (one
 daemon thread) as HTTP/1.1 with kept-alive connections, TLS verified
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import ipaddress
 import json
 import logging
@@ -51,7 +57,8 @@ from urllib.parse import unquote, urljoin, urlsplit
 from .budget import Budgets
 from .cache import DocumentCache
 from .errors import EvidenceMissing, FetchError
-from .layouts import evidence_urls, location, rebuilderd_attestation_url, rebuilderd_lookup_url
+from .layouts import (Location, bundle_url, evidence_locations, evidence_urls, location, rebuilderd_attestation,
+                      rebuilderd_lookup)
 from .model import Artifact
 from .policy import FetchSettings, Rebuilder
 from .pool import DaemonPool
@@ -613,6 +620,46 @@ def _move(timer: Any, read_timeout: float, deadline: float) -> None:
         timer.reschedule(wanted)
 
 
+def _open_beneath(base: Path | None, parts: list[str], path: Path) -> int:
+    """Open ``base/parts...`` one segment at a time, following no symlink below *base*.
+
+    *base* is the admin's bundle directory (a symlink there is the admin's
+    choice); everything below it came from the machine that wrote the
+    bundle.  Each directory is opened relative to the one before with
+    ``O_NOFOLLOW``, so neither a symlinked directory nor a symlinked file
+    is ever entered, and the file is opened non-blocking (a FIFO then opens
+    at once and is refused by the caller's fstat, it is never read).
+    """
+    if base is None or not parts or any(p in ("", ".", "..") for p in parts):
+        raise FetchError(f"{path}: not a path inside the evidence bundle; refused")
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        dfd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise EvidenceMissing(f"no evidence at {path} (no bundle at {base})") from None
+    except OSError as e:
+        raise FetchError(f"cannot open the evidence bundle {base}: {e.strerror or e}") from None
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            try:
+                fd = os.open(part, flags | (os.O_NONBLOCK | os.O_NOCTTY if last else os.O_DIRECTORY), dir_fd=dfd)
+            except FileNotFoundError:
+                raise EvidenceMissing(f"no evidence at {path}") from None
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise FetchError(f"{path}: {'/'.join(parts[:i + 1])} in the evidence bundle is a symbolic "
+                                     "link or not a directory; refused") from None
+                raise FetchError(f"cannot read {path}: {e.strerror or e}") from None
+            if last:
+                return fd
+            os.close(dfd)
+            dfd = fd
+    finally:
+        os.close(dfd)
+    raise AssertionError("unreachable")
+
+
 # --------------------------------------------------------------------------
 
 
@@ -805,6 +852,8 @@ class Transport:
         origin = self.origin(url, root)
         if url.startswith("file://"):
             return await self._metered(origin, self._blocking_call, self._read_file, url, root, deadline)
+        if self.settings.offline:
+            raise FetchError(f"not fetching {_host(url)}: [fetch] offline = true (no network request is made)")
         cache = self.cache if use_cache and not self._cache_off else None
         if cache and not fresh:
             cached = await self._cache_get(cache, url, deadline)
@@ -889,8 +938,49 @@ class Transport:
             raise _Timeout(f"reading {url[len('file://'):]} took longer than the deadline") from None
 
     def _read_file(self, url: str, root: str | None) -> bytes:
-        """Read a local evidence file: a regular file inside *root*, never a FIFO or device."""
+        """Read a local evidence file: a regular file inside *root*, never a FIFO or device.
+
+        Inside the evidence bundle no symlink is followed at all (and a
+        directory where a document should be is refused, not missing): the
+        bundle was written by a machine trusted less than this one.
+        """
         path = Path(url[len("file://"):])
+        in_bundle = self._bundle_parts(url)
+        if in_bundle is not None:
+            fd = _open_beneath(self.settings.bundle, in_bundle, path)
+        else:
+            fd = self._open_inside(path, root)
+        try:  # before os.fdopen, which refuses a directory with IsADirectoryError
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode) and in_bundle is None:
+                raise EvidenceMissing(f"no evidence at {path} (a directory)")
+            if not stat.S_ISREG(mode):
+                raise FetchError(f"{path} is not a regular file; refused")
+        except BaseException:
+            os.close(fd)
+            raise
+        with os.fdopen(fd, "rb") as f:
+            try:
+                body = f.read(self.settings.max_bytes + 1)
+            except OSError as e:
+                raise FetchError(f"cannot read {path}: {e.strerror or e}") from None
+        if len(body) > self.settings.max_bytes:
+            raise FetchError(f"{path} is larger than max_bytes ({self.settings.max_bytes})")
+        return body
+
+    def _bundle_parts(self, url: str) -> list[str] | None:
+        """The segments of *url* below the evidence bundle, or None if it is not in it."""
+        bundle = self.settings.bundle
+        if bundle is None:
+            return None
+        prefix = f"file://{str(bundle).rstrip('/')}/"
+        if not url.startswith(prefix):
+            return None
+        return url[len(prefix):].split("/")
+
+    @staticmethod
+    def _open_inside(path: Path, root: str | None) -> int:
+        """Open *path* if it resolves (symlinks followed) inside the ``file://`` rebuilder's *root*."""
         base = Path(root[len("file://"):]) if root and root.startswith("file://") else path.parent
         try:
             real, real_base = path.resolve(strict=True), base.resolve(strict=True)
@@ -901,22 +991,9 @@ class Transport:
         if real != real_base and real_base not in real.parents:
             raise FetchError(f"{path} leads outside the evidence directory {base}")
         try:
-            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+            return os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
         except OSError as e:
             raise FetchError(f"cannot read {path}: {e.strerror or e}") from None
-        with os.fdopen(fd, "rb") as f:
-            mode = os.fstat(fd).st_mode
-            if stat.S_ISDIR(mode):
-                raise EvidenceMissing(f"no evidence at {path} (a directory)")
-            if not stat.S_ISREG(mode):
-                raise FetchError(f"{path} is not a regular file; refused")
-            try:
-                body = f.read(self.settings.max_bytes + 1)
-            except OSError as e:
-                raise FetchError(f"cannot read {path}: {e.strerror or e}") from None
-        if len(body) > self.settings.max_bytes:
-            raise FetchError(f"{path} is larger than max_bytes ({self.settings.max_bytes})")
-        return body
 
     async def _http(self, url: str, deadline: float) -> bytes:
         s = self.settings
@@ -995,8 +1072,15 @@ class EvidenceSource:
         self.base = location(rebuilder.url)
         #: What bounds its file:// reads (rebuilderd URLs are built from the policy's URL as written).
         self.root = rebuilder.url if rebuilder.layout == "rebuilderd" else self.base
+        settings = transport.settings
+        #: Its directory in the evidence bundle, if the policy names one.
+        self.bundle_root = (f"file://{str(settings.bundle).rstrip('/')}/{rebuilder.name}"
+                            if settings.bundle is not None else None)
+        #: Whether a document missing from the bundle is asked of the rebuilder
+        #: itself: always, unless offline (a file:// rebuilder is no network).
+        self.fallback = not settings.offline or rebuilder.url.startswith("file://")
         #: Whose time and CPU budget its requests spend (see rebuildgate.budget).
-        self.origin = transport.origin(self.root, self.root)
+        self.origin = transport.origin(self.bundle_root or self.root, self.bundle_root or self.root)
         #: The account its document checks are charged to: this rebuilder's
         #: own, not its host's, so that a rebuilder sending costly garbage
         #: from a host it shares (a static web host, a shared rebuilderd)
@@ -1005,6 +1089,18 @@ class EvidenceSource:
 
     def urls(self, artifact: Artifact) -> list[str]:
         return evidence_urls(self.rebuilder, artifact)
+
+    async def get(self, loc: Location, deadline: float, fresh: bool = False) -> Document:
+        """One document: from the bundle if there is one, else (or if it is
+        missing there and :attr:`fallback`) from the rebuilder."""
+        if self.bundle_root is not None:
+            where = bundle_url(str(self.transport.settings.bundle), self.rebuilder.name, loc)
+            try:
+                return Document(where, await self.transport.fetch(where, deadline, self.bundle_root, fresh=fresh))
+            except EvidenceMissing:
+                if not self.fallback:
+                    raise
+        return Document(loc.url, await self.transport.fetch(loc.url, deadline, self.root, fresh=fresh))
 
     def documents(self, artifact: Artifact, deadline: float) -> list[Document]:
         """Blocking :meth:`fetch_documents`, for threads other than the fetcher's."""
@@ -1015,40 +1111,45 @@ class EvidenceSource:
         if self.rebuilder.layout == "rebuilderd":
             docs = await self._rebuilderd(artifact, deadline, fresh)
         else:
-            docs = [Document(u, await self.transport.fetch(u, deadline, self.root, fresh=fresh))
-                    for u in self.urls(artifact)]
+            docs = [await self.get(loc, deadline, fresh) for loc in evidence_locations(self.rebuilder, artifact)]
         return [Document(d.url, d.body, self.transport.came_from_cache(d.url)) for d in docs]
 
     async def _rebuilderd(self, artifact: Artifact, deadline: float, fresh: bool = False) -> list[Document]:
         rb = self.rebuilder
-        lookup = rebuilderd_lookup_url(rb.url, artifact)
-        body = await self.transport.fetch(lookup, deadline, self.root, fresh=fresh)
-        try:
-            page = json.loads(body)
-            records = page["records"] if isinstance(page, dict) else page
-            if not isinstance(records, list):
-                raise TypeError("records is not a list")
-        except (ValueError, KeyError, TypeError, RecursionError) as e:
-            raise FetchError(f"{lookup} is not a rebuilderd package list: {str(e)[:80]}") from None
-        urls = []
-        for rec in records:
-            if not isinstance(rec, dict) or rec.get("name") not in (None, artifact.name):
-                continue
-            try:
-                urls.append(rebuilderd_attestation_url(rb.url, rec.get("build_id"), rec.get("artifact_id")))
-            except FetchError:
-                continue  # a record without usable ids
-        if not urls:
+        page = await self.get(rebuilderd_lookup(rb.url, artifact), deadline, fresh)
+        locations = rebuilderd_attestations(rb.url, page, artifact)
+        if not locations:
             raise EvidenceMissing(f"{_host(rb.url)} has no rebuild of {artifact.label}")
         docs, errors = [], []
-        for url in urls[:MAX_REBUILDERD_RECORDS]:
+        for loc in locations:
             try:
-                docs.append(Document(url, await self.transport.fetch(url, deadline, self.root, fresh=fresh)))
+                docs.append(await self.get(loc, deadline, fresh))
             except FetchError as e:
                 errors.append(e)
         if not docs:
             raise errors[0]
         return docs
+
+
+def rebuilderd_attestations(url: str, page: Document, artifact: Artifact) -> list[Location]:
+    """The attestations a rebuilderd lookup answer (*page*) lists for *artifact*
+    (at most ``MAX_REBUILDERD_RECORDS``); records without usable ids are skipped."""
+    try:
+        parsed = json.loads(page.body)
+        records = parsed["records"] if isinstance(parsed, dict) else parsed
+        if not isinstance(records, list):
+            raise TypeError("records is not a list")
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise FetchError(f"{page.url} is not a rebuilderd package list: {str(e)[:80]}") from None
+    out = []
+    for rec in records:
+        if not isinstance(rec, dict) or rec.get("name") not in (None, artifact.name):
+            continue
+        try:
+            out.append(rebuilderd_attestation(url, rec.get("build_id"), rec.get("artifact_id")))
+        except FetchError:
+            continue  # a record without usable ids
+    return out[:MAX_REBUILDERD_RECORDS]
 
 
 def make_transport(settings: FetchSettings, proxy: str | None = None) -> Transport:

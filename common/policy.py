@@ -87,6 +87,13 @@ class FetchSettings:
     proxy: str | None = None  # explicit proxy; None = the package manager's
     cache_dir: Path | None = Path("/var/cache/rebuildgate")
     cache_ttl: int = 3600
+    #: An evidence bundle (``rebuildgate collect``): every rebuilder's
+    #: documents are read from ``<bundle>/<rebuilder name>/<layout path>``
+    #: (:func:`rebuildgate.layouts.bundle_path`) before its URL is tried.
+    bundle: Path | None = None
+    #: No network request at all: evidence only from the bundle and
+    #: ``file://`` directories (Qubes dom0, air-gapped hosts).
+    offline: bool = False
 
 
 @dataclass(frozen=True)
@@ -255,6 +262,11 @@ class Policy:
         lines.append(f"fetch: connect {f.connect_timeout}s, read {f.read_timeout}s, deadline {f.deadline}s, "
                      f"max {f.max_bytes} bytes, proxy {f.proxy or 'from the package manager/environment'}, "
                      f"cache {f.cache_dir or 'off'}")
+        if f.bundle is not None or f.offline:
+            lines.append(f"evidence bundle: {f.bundle or 'none'} (each rebuilder's documents read from "
+                         f"<bundle>/<rebuilder name>/ first)" + (
+                             "; offline: no network request is ever made" if f.offline else
+                             "; a document missing from it is fetched from the rebuilder"))
         if self.halt:
             h = self.halt
             lines.append(f"halts: {h.threshold} of {len(h.signers)} signers ({', '.join(s.name for s in h.signers)}) "
@@ -271,8 +283,15 @@ def policy_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path(env) if env else DEFAULT_POLICY
 
 
-def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
-    """Read and validate the policy file; raise ConfigError naming file and key."""
+def load_policy(path: str | os.PathLike[str] | None = None, check_files: bool = True) -> Policy:
+    """Read and validate the policy file; raise ConfigError naming file and key.
+
+    ``check_files=False`` does not require the key files, keyrings and
+    layouts it names to exist: for ``rebuildgate collect``, which verifies
+    nothing, so that the machine that collects (a Qubes UpdateVM) can hold
+    the very policy file of the machine that verifies, without its keys.
+    Everything else is validated as always.
+    """
     p = policy_path(path)
     try:
         raw = p.read_bytes()
@@ -286,7 +305,7 @@ def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
         raise ConfigError(p, None, f"not UTF-8 text: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(p, None, f"not valid TOML: {e}") from None
-    return parse_policy(data, p)
+    return parse_policy(data, p, check_files)
 
 
 class _Reader:
@@ -298,6 +317,7 @@ class _Reader:
             raise ConfigError(path, where or None, f"must be a table, not {_tname(table)}")
         self.table = table
         self.used: set[str] = set()
+        self.check_files = True  # see load_policy
 
     def key(self, name: str) -> str:
         return f"{self.where}.{name}" if self.where else name
@@ -376,6 +396,8 @@ def _file(top: _Reader, r: _Reader, name: str, value: str) -> Path:
     path = Path(value)
     if not path.is_absolute():
         path = top.path.parent / path
+    if not top.check_files:
+        return path
     if not path.is_file():
         raise r.error(name, f"key file {path} does not exist or is not a file")
     if not os.access(path, os.R_OK):
@@ -513,6 +535,59 @@ def _rebuilder(top: _Reader, table: Any, index: int) -> Rebuilder:
                      spec.layout_keys, tuple(dict.fromkeys(predicate_types)))
 
 
+#: Names inside a bundle that are not rebuilders' directories.
+BUNDLE_RESERVED = ("manifest.json", "halt-feeds")
+
+
+def _bundle_dir(f: _Reader) -> Path | None:
+    """``[fetch] bundle``: an absolute directory, or "" / unset for none.
+
+    It need not exist yet (the UpdateVM creates it; on the reading side a
+    bundle that is not there simply holds no evidence).
+    """
+    value = f.string("bundle", "")
+    if not value:
+        return None
+    if not value.startswith("/"):
+        raise f.error("bundle", f"must be an absolute directory path, not {value!r}")
+    if any(ord(c) < 32 or c == "\x7f" for c in value):
+        raise f.error("bundle", "must not contain control characters")
+    return Path(value)
+
+
+def _check_bundle(path: Path, fetch: FetchSettings, rebuilders: tuple[Rebuilder, ...],
+                  halt: HaltSettings | None) -> None:
+    """What ``bundle`` and ``offline`` need of the rest of the policy.
+
+    With a bundle each rebuilder's name is a directory in it, so it must be
+    one plain path segment.  Offline, anything that could only come from
+    the network is refused now rather than failing at every install: an
+    http(s) rebuilder with no bundle to read, or an http(s) halt feed (halt
+    feeds are never read from a bundle: copy the feed in and name it as a
+    ``file://`` URL).
+    """
+    if fetch.bundle is not None:
+        for i, rb in enumerate(rebuilders):
+            name = rb.name
+            if name in (".", "..") or name in BUNDLE_RESERVED or any(c in name for c in "/\\") or any(
+                    ord(c) < 32 or c == "\x7f" for c in name):
+                raise ConfigError(path, f"rebuilder[{i}].name", f"{name!r} cannot name a directory in the "
+                                  f"evidence bundle ([fetch] bundle): use letters, digits, '-', '_' or '.', "
+                                  f"and not {' or '.join(BUNDLE_RESERVED)}")
+    if not fetch.offline:
+        return
+    if fetch.bundle is None:
+        for i, rb in enumerate(rebuilders):
+            if not rb.url.startswith("file://"):
+                raise ConfigError(path, "fetch.offline", f"is true, but rebuilder[{i}] ({rb.name}) has an "
+                                  f"http(s) url and no [fetch] bundle is set, so its evidence could never be "
+                                  "read: set bundle, or a file:// url")
+    for feed in halt.feeds if halt else ():
+        if not feed.startswith("file://"):
+            raise ConfigError(path, "halt.feeds", f"{feed!r} needs the network, but [fetch] offline is true: "
+                              "copy the feed in with the evidence and name it as a file:// URL")
+
+
 def _check_threshold(r: _Reader, threshold: int, rebuilders: tuple[Rebuilder, ...]) -> None:
     operators = len({rb.identity for rb in rebuilders})
     if threshold > operators:
@@ -544,9 +619,10 @@ def _check_match(r: _Reader, name: str, match: tuple[str, ...], earlier: list[Re
     return warnings
 
 
-def parse_policy(data: Mapping[str, Any], path: Path) -> Policy:
-    """Validate parsed TOML *data* from *path* into a :class:`Policy`."""
+def parse_policy(data: Mapping[str, Any], path: Path, check_files: bool = True) -> Policy:
+    """Validate parsed TOML *data* from *path* into a :class:`Policy` (``check_files``: see :func:`load_policy`)."""
     top = _Reader(path, dict(data), "")
+    top.check_files = check_files
     threshold = top.integer("threshold", required=True, minimum=1)
     max_conflicts = top.integer("max_conflicts", 0, minimum=0)
     mode = top.string("mode", "enforce", choices=MODES)
@@ -629,12 +705,15 @@ def parse_policy(data: Mapping[str, Any], path: Path) -> Policy:
             proxy=proxy or None,
             cache_dir=Path(cache_dir) if cache_dir else None,
             cache_ttl=f.integer("cache_ttl", fetch.cache_ttl, minimum=0),
+            bundle=_bundle_dir(f),
+            offline=f.get("offline", bool, False),
         )
         f.finish()
 
     halt = _halt(top, data["halt"]) if "halt" in data else None
     top.used.add("halt")
     top.finish()
+    _check_bundle(path, fetch, rebuilders, halt)
     policy = Policy(
         path=path, threshold=threshold, max_conflicts=max_conflicts, mode=mode,
         rebuilders=rebuilders, repositories=tuple(repositories), gate_unlisted=gate_unlisted,

@@ -26,8 +26,9 @@ class Progress:
     every ``interval`` seconds, and at the end."""
 
     def __init__(self, stream: TextIO, tty: bool | None = None, interval: float = 5.0, redraw: float = 0.1,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, command: str = "status") -> None:
         self.stream = stream
+        self.command = command  # "status", "collect": the word after "rebuildgate:"
         self.tty = stream.isatty() if tty is None else tty
         self.interval = redraw if self.tty else interval
         self.clock = clock
@@ -37,7 +38,7 @@ class Progress:
     def note(self, text: str) -> None:
         """A stage of the run (always shown)."""
         self._clear()
-        self.stream.write(f"rebuildgate: status: {text}\n")
+        self.stream.write(f"rebuildgate: {self.command}: {text}\n")
         self.stream.flush()
 
     def __call__(self, done: int, total: int) -> None:
@@ -45,7 +46,7 @@ class Progress:
         if done < total and now - self._last < self.interval:
             return
         self._last = now
-        text = f"rebuildgate: status: evidence for {done} of {total} package(s)"
+        text = f"rebuildgate: {self.command}: evidence for {done} of {total} package(s)"
         if self.tty:
             self.stream.write(f"\r\x1b[K{text}")
             self._drawn = True

@@ -361,3 +361,27 @@ def _forward_library_log() -> None:
     if not any(isinstance(h, _ToDnf) for h in lib.handlers):
         lib.addHandler(_ToDnf())
         lib.propagate = False
+
+
+def collect_transaction(policy_path: str | None, proxy: str | None, packages: Iterable[Any],
+                        bundle_dir: str | None) -> Any:
+    """Collect mode: write the evidence bundle of *packages* (a Qubes UpdateVM's
+    ``dnf --downloadonly``) into *bundle_dir*, else the policy's ``[fetch] bundle``.
+
+    Every package is collected under the sha256 its repository gives (a
+    ``template`` rebuilder whose paths need ``{sha256}`` cannot be collected
+    without one); nothing is verified and the policy's key files need not
+    exist here.  Returns the :class:`rebuildgate.collect.CollectReport`.
+    """
+    from rebuildgate.collect import collect
+
+    _forward_library_log()
+    policy = load_policy(policy_path or None, check_files=False)
+    target = Path(bundle_dir) if bundle_dir else policy.fetch.bundle
+    if target is None:
+        raise LibraryError("collect mode needs bundle_dir in rebuildgate.conf or [fetch] bundle in the policy")
+    artifacts = []
+    for f in (package_facts(p) for p in packages):
+        sha256 = f.checksum if f.checksum and f.checksum_type == "sha256" else ""
+        artifacts.append(f.artifact(sha256))
+    return collect(policy, artifacts, target, proxy)

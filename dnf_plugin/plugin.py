@@ -9,6 +9,8 @@ Install this file as ``<pluginpath>/rebuildgate.py`` (Debian and Fedora:
     enabled = 1
     # policy = /etc/rebuildgate/policy.toml   (else $REBUILDGATE_POLICY, else this default)
     # library_path = /opt/rebuildgate/venv/lib/python3.11/site-packages
+    # mode = gate        (or "collect": on a Qubes UpdateVM, see below)
+    # bundle_dir = /var/lib/qubes/dom0-updates/rebuildgate   (collect mode; else the policy's [fetch] bundle)
 
 When it runs:
 
@@ -26,6 +28,15 @@ Removals are never blocked and never even load the policy, so a broken
 policy cannot keep an admin from removing packages (or this plugin).  With
 no policy file at all, and none named, the plugin warns once and checks
 nothing (installing it changes nothing until a policy is written).
+
+With ``mode = collect`` (a Qubes UpdateVM that downloads for dom0) the
+plugin gates nothing: ``resolved()`` writes the evidence bundle for the
+packages ``dnf --downloadonly`` is about to download (every rebuilder's
+documents, exactly as served: :mod:`rebuildgate.collect`) into
+``bundle_dir``, for dom0 to verify offline.  Collecting needs no keys and
+blocks nothing: a failure is a warning (dom0 then finds no evidence and
+blocks).  Any other ``mode`` value is an error, so a typo never turns the
+gate into a collector.
 
 ``dnf install --downloadonly`` resolves first, so it is gated like an
 install.  ``dnf download`` is not: it never resolves a transaction and never
@@ -78,10 +89,44 @@ class Rebuildgate(dnf.Plugin):
     # -- hooks -----------------------------------------------------------
 
     def resolved(self) -> None:
+        if self._collecting():
+            self._collect()
+            return
         self._guard("resolved", "checking packages before download")
 
     def pre_transaction(self) -> None:
+        if self._collecting():
+            return  # collect mode checks nothing (the machine that installs verifies)
         self._guard("pre_transaction", "checking package files before installing")
+
+    def _collecting(self) -> bool:
+        """``mode = collect`` in rebuildgate.conf; an unknown mode stops dnf (fail closed)."""
+        mode = (self._option("mode") or "gate").lower()
+        if mode not in ("gate", "collect"):
+            raise dnf.exceptions.Error(f"rebuildgate: mode = {mode[:40]!r} in {PLUGIN_NAME}.conf is neither "
+                                       f"'gate' nor 'collect'; {_HINT}")
+        return mode == "collect"
+
+    def _collect(self) -> None:
+        """Write the evidence bundle of the install set; every failure is only a warning."""
+        import logging
+
+        log = logging.getLogger("dnf.plugin.rebuildgate")
+        try:
+            packages = self._install_set()
+            if not packages or not self._configured():
+                return
+            policy, library_path = self._settings()
+            gate_module = _import_library(library_path)
+            report = gate_module.collect_transaction(policy, gate_module.dnf_proxy(self.base.conf), packages,
+                                                     self._option("bundle_dir"))
+            log.info("rebuildgate: %s", report.summary())
+            if not report.complete:
+                log.warning("rebuildgate: some evidence could not be collected (the machine that installs "
+                            "will find it missing): %d failed", len(report.by_status("error")) + len(report.failures))
+        except Exception as e:  # noqa: BLE001 - collecting never blocks; the verifying side does
+            detail = " ".join(str(e).split()) or type(e).__name__
+            log.warning("rebuildgate: collecting evidence failed: %s: %s", type(e).__name__, detail[:600])
 
     # -- plumbing --------------------------------------------------------
 
@@ -137,12 +182,13 @@ class Rebuildgate(dnf.Plugin):
 
     def _settings(self) -> tuple[str | None, str | None]:
         """``policy`` and ``library_path`` from ``[main]`` of rebuildgate.conf."""
+        return self._option("policy"), self._option("library_path")
+
+    def _option(self, key: str) -> str | None:
+        """One value from ``[main]`` of rebuildgate.conf (None when unset or empty)."""
         parser = self.read_config(self.base.conf)
-        values = []
-        for key in ("policy", "library_path"):
-            value = parser.getValue("main", key) if parser.has_option("main", key) else ""
-            values.append(value.strip() or None)
-        return values[0], values[1]
+        value = parser.getValue("main", key) if parser.has_option("main", key) else ""
+        return value.strip() or None
 
     def _load_gate(self) -> rebuildgate.dnf.gate.Gate:  # noqa: F821 - imported in the hook
         """The gate for this dnf run: library imported, policy loaded (once)."""

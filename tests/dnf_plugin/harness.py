@@ -112,9 +112,13 @@ class DnfSandbox:
         ]
 
     def run(self, *args: str, setopts: Sequence[str] = (), env: Mapping[str, str] | None = None,
-            cwd: Path | None = None, timeout: float = 90) -> DnfResult:
-        """Run dnf with a clean environment (no PYTHONPATH, no REBUILDGATE_POLICY)."""
-        cmd = self.command(*args, setopts=setopts)
+            cwd: Path | None = None, timeout: float = 90, wrapper: Sequence[str] = ()) -> DnfResult:
+        """Run dnf with a clean environment (no PYTHONPATH, no REBUILDGATE_POLICY).
+
+        *wrapper* goes in front of the command (``unshare --net --``: a dnf
+        with no network at all, as Qubes dom0).
+        """
+        cmd = [*wrapper, *self.command(*args, setopts=setopts)]
         clean = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
                  "HOME": str(self.base), "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
         clean.update(env or {})
