@@ -19,7 +19,9 @@ transaction through ``rebuildgate+http`` with N = 5, M = 3 and a 3 s
 deadline, with all five rebuilders honest and with one of them hostile
 (answering every request 0.3 s before the deadline, or serving 2 MiB
 documents with 8 bogus signatures), the runs alternated.  Target: within
-2x of the honest time.  apt-transport-in-toto needs Debian's
+2x of the honest time.  A third (``--prompt-only``) compares, N = 5, plain
+http, the method alone, and the pre-prompt hook + method (the hook fills
+the evidence cache, the method reads it).  apt-transport-in-toto needs Debian's
 package (``apt-get install apt-transport-in-toto``): its layout is created
 and signed here with Debian's in-toto 1.3 under /usr/bin/python3 (the
 version that tool imports), with a throwaway OpenPGP key for the layout and
@@ -171,6 +173,42 @@ class Bench:
             self.envs[mode] = env
         return self.envs[mode]
 
+    def prompt_env(self, policy: Path) -> AptEnv:
+        """A private apt with the pre-prompt hook (and the method), indexes fetched once;
+        the hook reads the policy from apt's configuration files (it sees no -o options)."""
+        if "prompt" not in self.envs:
+            env = AptEnv(self.base / "apt-prompt", prompt=True)
+            env.sources([flat_source(self.repo.http, "rebuildgate+")])
+            (env.etc / "apt.conf.d" / "rebuildgate-bench").write_text(f'Rebuildgate::Policy "{policy}";\n')
+            result = env.update()
+            if result.returncode != 0:
+                raise RuntimeError(f"apt-get update failed for the hook:\n{result}")
+            self.envs["prompt"] = env
+        return self.envs["prompt"]
+
+    def time_with_prompt(self, count: int, policy: Path, cache: Path,
+                         options: dict[str, str]) -> dict[str, tuple[float, str | None]]:
+        """Median wall time of plain http, the method alone and the hook + method,
+        runs alternated; the evidence cache (the hook fills it, the method reads
+        it) is emptied before every run, so each run fetches its evidence once."""
+        names = [p.name for p in self.packages[:count]]
+        envs = {"http": self.env("http"), "method": self.env("rebuildgate"), "hook": self.prompt_env(policy)}
+        times: dict[str, list[float]] = {mode: [] for mode in envs}
+        errors: dict[str, str | None] = {mode: None for mode in envs}
+        for _ in range(self.repeats):
+            for mode, env in envs.items():
+                shutil.rmtree(cache, ignore_errors=True)
+                cache.mkdir(mode=0o755)
+                env.clean()
+                opts = {**options, **({"Rebuildgate::Policy": str(policy)} if mode == "method" else {})}
+                result = env.download(*names, options=opts, timeout=600)
+                if result.returncode != 0 or len(env.downloaded()) != count:
+                    errors[mode] = result.output.strip().splitlines()[-1] if result.output.strip() else "failed"
+                    continue
+                times[mode].append(result.seconds)
+        return {mode: (statistics.median(times[mode]) if times[mode] else float("nan"), errors[mode])
+                for mode in envs}
+
     def set_latency(self, seconds: float) -> None:
         for rb in self.rebuilders:
             assert rb.server is not None
@@ -272,6 +310,8 @@ def main() -> int:
                         help="apt's Acquire::Max-Pipeline-Depth for every method (apt's default: 10)")
     parser.add_argument("--hostile", action="store_true", help="also the hostile-rebuilder table")
     parser.add_argument("--hostile-only", action="store_true", help="only the hostile-rebuilder table")
+    parser.add_argument("--prompt-only", action="store_true",
+                        help="only the pre-prompt hook table (http, method alone, hook + method; N = 5)")
     args = parser.parse_args()
     repeats = args.repeats or (2 if args.quick else 5)
     sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else [20] if args.quick else [20, 200]
@@ -295,11 +335,14 @@ def main() -> int:
     gpg = None
     rows: list[tuple] = []
     hostile_rows: list[tuple] = []
+    prompt_rows: list[tuple] = []
     try:
         apt_opts = {"Acquire::Max-Pipeline-Depth": str(args.pipeline_depth)} if args.pipeline_depth else {}
         if args.hostile or args.hostile_only:
             hostile_rows = hostile_table(bench, latencies, apt_opts)
-        if args.hostile_only:
+        if args.prompt_only:
+            prompt_rows = prompt_table(bench, sizes, latencies, apt_opts)
+        if args.hostile_only or args.prompt_only:
             wanted_n = set()
         if intoto_problem is None:
             gpg = make_gpg_key(base / "gpg", "rebuildgate bench layout <bench@rebuildgate.invalid>")
@@ -333,7 +376,37 @@ def main() -> int:
         _print_table(rows, repeats, intoto_problem)
     if hostile_rows:
         _print_hostile(hostile_rows, repeats)
+    if prompt_rows:
+        _print_prompt(prompt_rows, repeats)
     return 0
+
+
+def prompt_table(bench: Bench, sizes: list[int], latencies: list[float], apt_opts: dict[str, str]) -> list[tuple]:
+    """N = 5, M = 3: plain http, the method alone, the pre-prompt hook + method."""
+    cache = bench.base / "evidence-cache"
+    policy = bench.world.policy(bench.rebuilders, 3, name="policy-prompt.toml",
+                                fetch={"connect_timeout": 5.0, "read_timeout": 10.0, "deadline": 30.0,
+                                       "cache_dir": str(cache), "cache_ttl": 3600})
+    rows = []
+    for latency in latencies:
+        bench.set_latency(latency)
+        for count in sizes:
+            got = bench.time_with_prompt(count, policy, cache, apt_opts)
+            rows.append((count, latency, got))
+            print(f"  {count} pkgs {latency * 1000:.0f} ms: " + "  ".join(
+                f"{mode} {_fmt(seconds)}s{f' ({err})' if err else ''}" for mode, (seconds, err) in got.items()),
+                flush=True)
+    return rows
+
+
+def _print_prompt(rows: list[tuple], repeats: int) -> None:
+    print(f"\nThe pre-prompt hook: median wall time of `apt-get install --download-only` ({repeats} runs per cell, "
+          "columns alternated), N = 5, M = 3, evidence cache emptied before every run")
+    print("| pkgs | latency | http | method alone | overhead | hook + method | overhead |\n|---:|---:|---:|---:|---:|---:|---:|")
+    for count, latency, got in rows:
+        plain, method, hook = got["http"][0], got["method"][0], got["hook"][0]
+        print(f"| {count} | {latency * 1000:.0f} ms | {plain:.2f} | {method:.2f} | {method - plain:+.2f} | "
+              f"{hook:.2f} | {hook - plain:+.2f} |")
 
 
 def _fmt(seconds: float) -> str:
