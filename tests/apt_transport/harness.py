@@ -198,3 +198,21 @@ class AptEnv:
 def flat_source(uri: str, scheme: str = "rebuildgate+") -> str:
     """A sources.list line for a flat, unsigned test repository."""
     return f"deb [trusted=yes] {scheme}{uri} ./"
+
+
+def policy_opt(path) -> dict[str, str]:
+    return {"Rebuildgate::Policy": str(path)}
+
+
+def fetch(apt: AptEnv, repo_uri: str, policy, *packages: str, scheme: str = "rebuildgate+", **options: str):
+    """update + install --download-only through the method; returns the install result."""
+    apt.sources([flat_source(repo_uri, scheme)])
+    opts = {**policy_opt(policy), **options}
+    update = apt.update(options=opts)
+    assert update.returncode == 0, update
+    return apt.download(*packages, options=opts)
+
+
+def blocked_lines(result, name: str) -> list[str]:
+    """apt's `E: Failed to fetch` lines for the package *name*."""
+    return [line for line in result.output.splitlines() if line.startswith("E: Failed to fetch") and f"/{name}_" in line]

@@ -18,28 +18,11 @@ import time
 
 import pytest
 
-from tests.apt_transport.harness import AptEnv, flat_source
+from tests.apt_transport.harness import AptEnv, blocked_lines, fetch, flat_source, policy_opt
 from tests.apt_transport.world import World
 from tests.support.server import Fault
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def policy_opt(path) -> dict[str, str]:
-    return {"Rebuildgate::Policy": str(path)}
-
-
-def fetch(apt: AptEnv, repo_uri: str, policy, *packages: str, scheme: str = "rebuildgate+", **options: str):
-    """update + install --download-only through the method; returns the install result."""
-    apt.sources([flat_source(repo_uri, scheme)])
-    opts = {**policy_opt(policy), **options}
-    update = apt.update(options=opts)
-    assert update.returncode == 0, update
-    return apt.download(*packages, options=opts)
-
-
-def blocked_lines(result, name: str) -> list[str]:
-    return [line for line in result.output.splitlines() if line.startswith("E: Failed to fetch") and f"/{name}_" in line]
 
 
 def free_port() -> int:

@@ -15,25 +15,13 @@ import os
 
 import pytest
 
-from tests.apt_transport.harness import AptEnv, flat_source
+from tests.apt_transport.harness import AptEnv, blocked_lines, fetch
 from tests.apt_transport.world import World
 from tests.support.disk import full_directory
 from tests.support.halts import HaltTeam
 from tests.support.packages import rewrite_apt_index
 
 pytestmark = pytest.mark.timeout(150)
-
-
-def fetch(apt: AptEnv, repo_uri: str, policy, *packages: str):
-    apt.sources([flat_source(repo_uri)])
-    opts = {"Rebuildgate::Policy": str(policy)}
-    update = apt.update(options=opts)
-    assert update.returncode == 0, update
-    return apt.download(*packages, options=opts)
-
-
-def failures(result, name: str) -> list[str]:
-    return [line for line in result.output.splitlines() if line.startswith("E: Failed to fetch") and f"/{name}_" in line]
 
 
 def halted_world(world: World, team: HaltTeam, **halt_match):
@@ -57,7 +45,7 @@ def test_the_index_cannot_rename_a_halted_version(world: World, apt: AptEnv, ind
     rewrite_apt_index(repo.directory, lambda text: text.replace("Version: 1.0-1", f"Version: {index_version}"))
     result = fetch(apt, repo.http, policy, "hello")
     assert result.returncode == 100, result
-    [line] = failures(result, "hello")
+    [line] = blocked_lines(result, "hello")
     assert "halted by H-1" in line
     assert apt.downloaded() == []
     [decision] = world.decisions()
@@ -80,7 +68,7 @@ def test_the_index_cannot_hide_the_source_of_a_halted_package(world: World, apt:
     assert "Source:" not in (repo.directory / "Packages").read_text()
     result = fetch(apt, repo.http, policy, "libhello1")
     assert result.returncode == 100, result
-    [line] = failures(result, "libhello1")
+    [line] = blocked_lines(result, "libhello1")
     assert "halted by H-1" in line and "index said (libhello1 1.0-1 (all), source libhello1)" in line
     assert apt.downloaded() == []
 
@@ -97,7 +85,7 @@ def test_the_allowlist_is_matched_on_the_package_itself(world: World, apt: AptEn
         "Package: openssh-server", "Package: linux-image-6.1.0-99-amd64"))
     result = fetch(apt, repo.http, policy, "linux-image-6.1.0-99-amd64")
     assert result.returncode == 100, result
-    [line] = failures(result, "openssh-server")
+    [line] = blocked_lines(result, "openssh-server")
     assert "openssh-server 1.0-1 (all): blocked: 0 votes (2 required)" in line
     assert "allowed by" not in result.output and apt.downloaded() == []
 
@@ -124,17 +112,17 @@ def test_halts_stick_although_the_method_runs_as_apt(world: World, apt_factory) 
     state = world.base / "team" / "halt-state" / "halts.json"
 
     result = fetch(apt_factory("halted"), repo.http, policy, "hello")
-    assert result.returncode == 100 and "halted by H-1" in failures(result, "hello")[0], result
+    assert result.returncode == 100 and "halted by H-1" in blocked_lines(result, "hello")[0], result
     assert state.stat().st_uid == 0 and "H-1" in json.loads(state.read_text())["statements"]
     assert not os.access(state.parent, os.W_OK, effective_ids=False) or os.getuid() == 0
 
     team.publish()  # version 2: no statement at all
     result = fetch(apt_factory("feed-dropped-it"), repo.http, policy, "hello")
-    assert result.returncode == 100 and "halted by H-1" in failures(result, "hello")[0], result
+    assert result.returncode == 100 and "halted by H-1" in blocked_lines(result, "hello")[0], result
 
     team.feed.write_bytes(first_feed)  # version 1 again: a rollback
     result = fetch(apt_factory("replayed"), repo.http, policy, "hello")
-    assert result.returncode == 100 and "halted by H-1" in failures(result, "hello")[0], result
+    assert result.returncode == 100 and "halted by H-1" in blocked_lines(result, "hello")[0], result
     assert json.loads(state.read_text())["feeds"][f"file://{team.feed}"]["version"] == 2
 
 
@@ -150,7 +138,7 @@ def test_halt_state_that_cannot_be_saved_blocks(world: World, apt: AptEnv) -> No
         result = fetch(apt, repo.http, policy, "hello")
         assert [p.name for p in state_dir.iterdir()] == [".filler"]  # no temporary file left behind
     assert result.returncode == 100, result
-    [line] = failures(result, "hello")
+    [line] = blocked_lines(result, "hello")
     assert "halt-state-unsaved: cannot save halt state" in line and "stale = block" in line
     assert apt.downloaded() == []
 
@@ -164,5 +152,5 @@ def test_unreadable_halt_state_blocks(world: World, apt: AptEnv) -> None:
     policy = world.policy(rbs, threshold=2, tables=team.tables(), arrays=team.arrays())
     result = fetch(apt, repo.http, policy, "hello")
     assert result.returncode == 100, result
-    [line] = failures(result, "hello")
+    [line] = blocked_lines(result, "hello")
     assert "halt-error: halts could not be evaluated" in line and "is unreadable" in line

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.apt_transport.harness import AptEnv, flat_source
+from tests.apt_transport.harness import AptEnv, fetch, flat_source
 from tests.apt_transport.world import World
 from tests.support.halts import HaltTeam
 from tests.support.policy import RebuilderEntry, write_policy
@@ -89,10 +89,7 @@ def test_an_override_shows_a_warning_in_apt(world: World, apt_factory) -> None:
                         "checked: harmless", "--policy", str(policy)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     apt: AptEnv = apt_factory("overridden")
-    apt.sources([flat_source(repo.http, "rebuildgate+")])
-    opts = {"Rebuildgate::Policy": str(policy)}
-    assert apt.update(options=opts).returncode == 0
-    result = apt.download("hello", options=opts)
+    result = fetch(apt, repo.http, policy, "hello")
     assert result.returncode == 0, result
     [warning] = [x for x in result.output.splitlines() if x.startswith("W:") and "rebuildgate" in x]
     assert "hello 1.0-1 (all): accepted past admin override of halt H-1" in warning and "checked: harmless" in warning

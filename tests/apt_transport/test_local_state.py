@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.apt_transport.harness import AptEnv, flat_source
+from tests.apt_transport.harness import AptEnv, fetch, flat_source
 from tests.apt_transport.world import World
 from tests.support.disk import full_directory
 
@@ -42,9 +42,6 @@ def test_decision_log_lines_always_parse(world: World, apt: AptEnv) -> None:
     for pkg in packages:
         world.attest(rb, pkg)
     policy = world.policy([rb], threshold=1)
-    apt.sources([flat_source(repo.http)])
-    opts = {"Rebuildgate::Policy": str(policy)}
-    assert apt.update(options=opts).returncode == 0
-    assert apt.download(*[p.name for p in packages], options=opts).returncode == 0
+    assert fetch(apt, repo.http, policy, *[p.name for p in packages]).returncode == 0
     entries = [json.loads(line) for line in world.log.read_text().splitlines()]
     assert sorted(e["name"] for e in entries) == sorted(p.name for p in packages)
