@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -191,23 +192,18 @@ class Bench:
         """Median wall time of plain http, the method alone and the hook + method,
         runs alternated; the evidence cache (the hook fills it, the method reads
         it) is emptied before every run, so each run fetches its evidence once."""
-        names = [p.name for p in self.packages[:count]]
-        envs = {"http": self.env("http"), "method": self.env("rebuildgate"), "hook": self.prompt_env(policy)}
-        times: dict[str, list[float]] = {mode: [] for mode in envs}
-        errors: dict[str, str | None] = {mode: None for mode in envs}
-        for _ in range(self.repeats):
-            for mode, env in envs.items():
+        def setup(env: AptEnv, opts: dict[str, str]):
+            def prepare() -> tuple[AptEnv, dict[str, str]]:
                 shutil.rmtree(cache, ignore_errors=True)
                 cache.mkdir(mode=0o755)
-                env.clean()
-                opts = {**options, **({"Rebuildgate::Policy": str(policy)} if mode == "method" else {})}
-                result = env.download(*names, options=opts, timeout=600)
-                if result.returncode != 0 or len(env.downloaded()) != count:
-                    errors[mode] = result.output.strip().splitlines()[-1] if result.output.strip() else "failed"
-                    continue
-                times[mode].append(result.seconds)
-        return {mode: (statistics.median(times[mode]) if times[mode] else float("nan"), errors[mode])
-                for mode in envs}
+                return env, opts
+            return prepare
+
+        return self._alternate(count, {
+            "http": setup(self.env("http"), options),
+            "method": setup(self.env("rebuildgate"), {**options, "Rebuildgate::Policy": str(policy)}),
+            "hook": setup(self.prompt_env(policy), options),
+        })
 
     def set_latency(self, seconds: float) -> None:
         for rb in self.rebuilders:
@@ -221,39 +217,55 @@ class Bench:
         lines += [f'APT::Intoto::Rebuilders:: "{rb.url}";' for rb in rebuilders]
         (self.env("intoto").etc / "apt.conf.d" / "intoto").write_text("\n".join(lines) + "\n")
 
+    def _run(self, env: AptEnv, count: int, options: dict[str, str]) -> float | str:
+        """One `apt-get install --download-only` of the first *count* packages: seconds, or why it failed."""
+        env.clean()
+        result = env.download(*[p.name for p in self.packages[:count]], options=options, timeout=600)
+        if result.returncode != 0 or len(env.downloaded()) != count:
+            return result.output.strip().splitlines()[-1] if result.output.strip() else "failed"
+        return result.seconds
+
     def time_download(self, mode: str, count: int, options: dict[str, str]) -> tuple[float, str | None]:
         env = self.env(mode)
-        names = [p.name for p in self.packages[:count]]
         times = []
         for _ in range(self.repeats):
-            env.clean()
-            result = env.download(*names, options=options, timeout=600)
-            if result.returncode != 0 or len(env.downloaded()) != count:
-                return float("nan"), result.output.strip().splitlines()[-1] if result.output.strip() else "failed"
-            times.append(result.seconds)
+            outcome = self._run(env, count, options)
+            if isinstance(outcome, str):
+                return float("nan"), outcome
+            times.append(outcome)
         return statistics.median(times), None
+
+    def _alternate(self, count: int, setups: dict[str, Any]) -> dict[str, tuple[float, str | None]]:
+        """Median wall time of each mode, the modes' runs alternated so that they
+        share the machine's noise; ``setups[mode]()`` prepares a run and gives
+        (apt environment, apt options)."""
+        times: dict[str, list[float]] = {mode: [] for mode in setups}
+        errors: dict[str, str | None] = {mode: None for mode in setups}
+        for _ in range(self.repeats):
+            for mode, prepare in setups.items():
+                env, opts = prepare()
+                outcome = self._run(env, count, opts)
+                if isinstance(outcome, str):
+                    errors[mode] = outcome
+                else:
+                    times[mode].append(outcome)
+        return {mode: (statistics.median(times[mode]) if times[mode] else float("nan"), errors[mode])
+                for mode in setups}
 
     def time_alternating(self, count: int, modes: dict[str, tuple[Path, dict | None]],
                          options: dict[str, str]) -> dict[str, tuple[float, str | None]]:
-        """Median wall time of each mode (policy, hostile settings for rb5),
-        the modes' runs alternated so that they share the machine's noise."""
+        """Median wall time of each mode (policy, hostile settings for rb5), runs alternated."""
         env = self.env("rebuildgate")
-        names = [p.name for p in self.packages[:count]]
-        times: dict[str, list[float]] = {mode: [] for mode in modes}
-        errors: dict[str, str | None] = {mode: None for mode in modes}
         honest = self.rebuilders[0].server.latency
-        for _ in range(self.repeats):
-            for mode, (policy, hostile) in modes.items():
+
+        def setup(policy: Path, hostile: dict | None):
+            def prepare() -> tuple[AptEnv, dict[str, str]]:
                 how = hostile or {}
                 self.rebuilders[4].server.hostile(how.get("latency", honest), how.get("bogus", 0))
-                env.clean()
-                result = env.download(*names, options={"Rebuildgate::Policy": str(policy), **options}, timeout=600)
-                if result.returncode != 0 or len(env.downloaded()) != count:
-                    errors[mode] = result.output.strip().splitlines()[-1] if result.output.strip() else "failed"
-                    continue
-                times[mode].append(result.seconds)
-        return {mode: (statistics.median(times[mode]) if times[mode] else float("nan"), errors[mode])
-                for mode in modes}
+                return env, {"Rebuildgate::Policy": str(policy), **options}
+            return prepare
+
+        return self._alternate(count, {mode: setup(policy, hostile) for mode, (policy, hostile) in modes.items()})
 
     def close(self) -> None:
         for server in self.servers:
