@@ -18,21 +18,26 @@ from pathlib import Path
 from typing import Callable
 
 
-def write_atomic(path: Path | str, data: bytes, mode: int = 0o644) -> None:
+def write_atomic(path: Path | str, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
     """Replace *path* with *data* (permissions *mode*), atomically and durably.
 
     Raises OSError if any step fails.  Up to the rename, *path* is then
-    unchanged; no temporary file is ever left behind.
+    unchanged; no temporary file is ever left behind.  ``durable=False``
+    skips both flushes: still atomic for readers, but a crash may lose the
+    write (or, on some file systems, leave an empty file).  Only for data
+    that is re-checked on every use and may be lost, such as cached
+    evidence: two fsyncs per document cost more than fetching it.
     """
     def write(fd: int) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
 
-    write_atomic_with(path, write, mode)
+    write_atomic_with(path, write, mode, durable)
 
 
-def write_atomic_with(path: Path | str, write: Callable[[int], None], mode: int = 0o644) -> None:
+def write_atomic_with(path: Path | str, write: Callable[[int], None], mode: int = 0o644,
+                      durable: bool = True) -> None:
     """:func:`write_atomic` for content too large to hold in memory (a tar of
     an evidence bundle): ``write(fd)`` writes it to the temporary file."""
     path = Path(path)
@@ -41,7 +46,8 @@ def write_atomic_with(path: Path | str, write: Callable[[int], None], mode: int 
         try:
             write(fd)
             os.fchmod(fd, mode)  # mkstemp makes 0600; the umask does not apply to fchmod
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -51,7 +57,8 @@ def write_atomic_with(path: Path | str, write: Callable[[int], None], mode: int 
         except OSError:
             pass
         raise
-    _fsync_directory(path.parent)
+    if durable:
+        _fsync_directory(path.parent)
 
 
 def _fsync_directory(directory: Path) -> None:

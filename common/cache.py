@@ -95,7 +95,9 @@ class DocumentCache:
             if not self._swept:
                 self._swept = True
                 self._sweep()
-            write_atomic(self._path(url), url.encode("utf-8") + b"\n" + body, mode=0o644)
+            # Not flushed to disk: an entry lost in a crash is a miss, a torn
+            # one is re-verified and refetched like any bad entry.
+            write_atomic(self._path(url), url.encode("utf-8") + b"\n" + body, mode=0o644, durable=False)
         except OSError:
             return  # not writable (e.g. after dropping privileges): just no cache
 

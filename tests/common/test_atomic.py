@@ -97,3 +97,21 @@ def test_fsyncs_file_and_directory(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(atomic.os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd)))
     write_atomic(tmp_path / "f", b"data")
     assert str(tmp_path) in synced and any(p.startswith(str(tmp_path / ".f.")) for p in synced)
+
+
+def test_not_durable_skips_both_flushes_but_still_replaces_whole(tmp_path, monkeypatch) -> None:
+    """Cached evidence is written this way: re-verified on every use, so a
+    write lost in a crash is only a miss, and two fsyncs per document cost
+    more than fetching it."""
+    target = tmp_path / "doc"
+    target.write_bytes(b"old")
+
+    def no_fsync(fd):
+        raise AssertionError("fsync called for a write that is not durable")
+
+    monkeypatch.setattr(atomic.os, "fsync", no_fsync)
+    write_atomic(target, b"new" * 1000, durable=False)
+    assert target.read_bytes() == b"new" * 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["doc"]
+    with pytest.raises(AssertionError):
+        write_atomic(target, b"durable")  # the default still flushes

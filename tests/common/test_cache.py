@@ -164,3 +164,14 @@ def test_temporaries_left_by_a_killed_writer_are_swept(directory) -> None:
     os.utime(stale, (old, old))
     DocumentCache(directory, ttl=60, max_bytes=MAX).put(URL, b"the link")
     assert not stale.exists() and fresh.exists()
+
+
+def test_cache_writes_are_not_flushed_to_disk(directory, monkeypatch) -> None:
+    """An entry lost in a crash is a miss (and a torn one is re-verified):
+    the cache is not state a verdict depends on, so no fsync per document."""
+    from rebuildgate import atomic
+
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (_ for _ in ()).throw(AssertionError("fsync")))
+    cache = DocumentCache(directory, ttl=60, max_bytes=1024)
+    cache.put("http://rb/doc", b"{}")
+    assert cache.get("http://rb/doc") == b"{}"
