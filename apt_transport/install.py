@@ -13,8 +13,9 @@ The same step installs the ``DPkg::Pre-Install-Pkgs`` hook
 and the apt.conf.d snippet that makes apt run it with protocol version 3
 (:func:`install_hook`); the snippet also runs the pre-prompt hook
 (:mod:`.prompt`, launcher ``/usr/lib/rebuildgate/rebuildgate-prompt``) as
-``AptCli::Hooks::Install`` and ``::Upgrade``.  Without a policy file the hook does nothing, so
-installing never breaks apt.
+``AptCli::Hooks::Install`` and ``::Upgrade``, and the warm-up (:mod:`.warmup`, launcher
+``/usr/lib/rebuildgate/rebuildgate-warmup``) after ``apt-get update``.  Without a policy
+file the hooks do nothing, so installing never breaks apt.
 
 ``python -m rebuildgate.apt.install DIR [--hook-dir D] [--apt-conf-dir C]``
 ``python -m rebuildgate.apt.install DIR --with-apt-methods [--apt-conf-dir C]`` (a private apt)
@@ -23,12 +24,13 @@ installing never breaks apt.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shlex
 import shutil
 import sys
 from pathlib import Path
+
+from rebuildgate.atomic import write_atomic
 
 from .entry import KNOWN_CAPABILITIES, PREFIX, capabilities_message
 
@@ -38,6 +40,8 @@ HOOK_DIR = Path("/usr/lib/rebuildgate")
 HOOK_NAME = "rebuildgate-preinstall"
 #: The pre-prompt hook's launcher, beside the pre-install hook's.
 PROMPT_NAME = "rebuildgate-prompt"
+#: The warm-up's launcher (``APT::Update::Post-Invoke-Success``), installed with the pre-prompt hook.
+WARMUP_NAME = "rebuildgate-warmup"
 APT_CONF_DIR = Path("/etc/apt/apt.conf.d")
 #: Read before apt-listbugs (10) and apt-listchanges (20): a blocked package
 #: stops apt before those show anything or ask.
@@ -75,12 +79,14 @@ def prompt_executable() -> Path:
     return console_script("rebuildgate-apt-prompt")
 
 
+def warmup_executable() -> Path:
+    """The console script ``rebuildgate-apt-warmup`` of this installation."""
+    return console_script("rebuildgate-apt-warmup")
+
+
 def _write_atomically(path: Path, text: str, mode: int) -> None:
     """Replace *path* in one step: apt never reads half a file or finds none."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
-    os.replace(tmp, path)
+    write_atomic(path, text.encode(), mode)
 
 
 def install_method(methods_dir: Path, executable: Path | None = None, schemes=SCHEMES) -> list[Path]:
@@ -147,7 +153,8 @@ def _if_present(program: Path | str) -> str:
 
 
 def install_hook(hook_dir: Path, apt_conf_dir: Path, executable: Path | None = None,
-                 prompt_executable_path: Path | None = None, prompt: bool = True) -> list[Path]:
+                 prompt_executable_path: Path | None = None, prompt: bool = True,
+                 warmup_executable_path: Path | None = None) -> list[Path]:
     """Write the hooks' launchers into *hook_dir* and the snippet that runs them into *apt_conf_dir*.
 
     The launchers give apt fixed command paths, whatever Python and
@@ -155,7 +162,9 @@ def install_hook(hook_dir: Path, apt_conf_dir: Path, executable: Path | None = N
     rebuildgate was removed but the snippet was not.  The pre-install hook
     then stops apt (a check that cannot run must not be skipped silently);
     the pre-prompt hook (*prompt*) only warns: the method still judges every
-    download.  Returns [pre-install launcher, snippet(, pre-prompt launcher)].
+    download.  With the pre-prompt hook comes the warm-up after ``apt-get
+    update`` (:mod:`.warmup`; it does nothing unless the policy turns it on).
+    Returns [pre-install launcher, snippet(, pre-prompt launcher, warm-up launcher)].
     """
     hook = hook_dir / HOOK_NAME
     prompt_hook = hook_dir / PROMPT_NAME
@@ -171,8 +180,11 @@ def install_hook(hook_dir: Path, apt_conf_dir: Path, executable: Path | None = N
     if prompt:
         _write_atomically(prompt_hook, prompt_launcher_script(prompt_executable_path or prompt_executable(), snippet),
                           0o755)
-        made.append(prompt_hook)
-    _write_atomically(snippet, apt_snippet(hook, prompt=prompt_hook if prompt else None), 0o644)
+        warmup = hook_dir / WARMUP_NAME
+        _write_atomically(warmup, warmup_launcher_script(warmup_executable_path or warmup_executable()), 0o755)
+        made += [prompt_hook, warmup]
+    _write_atomically(snippet, apt_snippet(hook, prompt=prompt_hook if prompt else None,
+                                           warmup=hook_dir / WARMUP_NAME if prompt else None), 0o644)
     return made
 
 
@@ -201,6 +213,25 @@ def prompt_launcher_script(target: Path, snippet: Path, by: str = WRITTEN_BY) ->
     )
 
 
+def warmup_launcher_script(target: Path, by: str = WRITTEN_BY) -> str:
+    """The warm-up's launcher: starts it in the background and returns at once.
+
+    apt waits for ``Post-Invoke-Success`` commands; the warm-up waits for
+    rebuilders.  So it runs in its own session (a Ctrl-C at apt's terminal
+    does not reach it), with none of apt's file descriptors, and its
+    trouble never fails ``apt-get update``.
+    """
+    program = shlex.quote(str(target))
+    return (
+        "#!/bin/sh\n"
+        f"# rebuildgate's warm-up after apt-get update (APT::Update::Post-Invoke-Success), written by {by}:\n"
+        "# evidence for upgradable packages, fetched in the background when the policy says [fetch] warm_up = true.\n"
+        f"[ -x {program} ] || exit 0\n"
+        f"setsid {program} </dev/null >/dev/null 2>&1 &\n"
+        "exit 0\n"
+    )
+
+
 def hook_launcher_script(target: Path, snippet: Path, by: str = WRITTEN_BY) -> str:
     program = shlex.quote(str(target))
     missing = (f"E: rebuildgate: {target} is missing, so packages cannot be checked before dpkg: reinstall "
@@ -222,7 +253,7 @@ def _unless_missing(program: str, message: str, status: int) -> str:
             "fi\n")
 
 
-def apt_snippet(hook: Path, by: str = WRITTEN_BY, prompt: Path | None = None) -> str:
+def apt_snippet(hook: Path, by: str = WRITTEN_BY, prompt: Path | None = None, warmup: Path | None = None) -> str:
     """The apt.conf.d snippet: run *hook* before dpkg, with protocol version 3, and *prompt*
     before the Y/n prompt.
 
@@ -244,6 +275,12 @@ def apt_snippet(hook: Path, by: str = WRITTEN_BY, prompt: Path | None = None) ->
             "// after a transaction that removed rebuildgate itself: a launcher no longer there is no error.\n"
             f'AptCli::Hooks::Install {{ "{_if_present(prompt)}"; }};\n'
             f'AptCli::Hooks::Upgrade {{ "{_if_present(prompt)}"; }};\n'
+        )
+    if warmup is not None:
+        text += (
+            "// After apt-get update: evidence for upgradable packages into the cache, in the background\n"
+            "// (only with [fetch] warm_up = true in the policy).\n"
+            f'APT::Update::Post-Invoke-Success {{ "{_if_present(warmup)}"; }};\n'
         )
     return text
 
@@ -279,10 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.apt_conf_dir or not args.with_apt_methods:
         hook_dir = args.hook_dir or (args.methods_dir if args.with_apt_methods else HOOK_DIR)
         try:
-            hook, snippet, prompt = install_hook(hook_dir, args.apt_conf_dir or APT_CONF_DIR)
+            hook, snippet, prompt, warmup = install_hook(hook_dir, args.apt_conf_dir or APT_CONF_DIR)
         except ValueError as e:
             parser.error(str(e))
-        print(f"installed the pre-install hook {hook} and the pre-prompt hook {prompt}, run by apt through {snippet}")
+        print(f"installed the pre-install hook {hook}, the pre-prompt hook {prompt} and the warm-up {warmup}, "
+              f"run by apt through {snippet}")
     return 0
 
 

@@ -177,11 +177,8 @@ def judge(packages: list[jsonhook.Install], settings: Settings, root: bool, exte
 
 def _artifacts(packages: list[jsonhook.Install], report: Report):  # -> list[Artifact]
     """The Artifact of every package apt will fetch through a ``rebuildgate+`` entry."""
-    from rebuildgate.model import Artifact
-    from rebuildgate.repoid import apt_repo_id
-
     from .origins import is_gated_uri
-    from .records import AptRecords, RecordsError
+    from .records import AptRecords, RecordsError, record_artifact
 
     records = AptRecords(lambda: None)  # apt_pkg.config is APT_CONFIG already (read_settings)
     out = []
@@ -202,10 +199,7 @@ def _artifacts(packages: list[jsonhook.Install], report: Report):  # -> list[Art
         if record is None or record.uri is None:
             report.debug.append(f"{p.name} {p.version}: the index gives no sha256; {LEFT_TO_METHOD}")
             continue
-        upstream = p.version.split(":", 1)[-1]
-        out.append(Artifact(filename=record.filename or f"{p.name}_{upstream}_{record.arch}.deb",
-                            sha256=record.sha256, name=p.name, source=record.source, version=p.version,
-                            arch=record.arch, repo=apt_repo_id(record.uri)))
+        out.append(record_artifact(p.name, p.version, record))
     return out
 
 

@@ -165,6 +165,26 @@ class AptRecords:
                     return list(self._version_records(package, ver, with_uri=True))
         return None
 
+    def upgrades(self) -> list[tuple[PackageId, list[IndexRecord]]]:
+        """The candidate version of every installed package apt could upgrade, with
+        its index records.  Raises :class:`RecordsError` when the cache cannot be read."""
+        import apt_pkg
+
+        if not self._open():
+            raise RecordsError(self.error or "cannot read apt's package cache")
+        depcache = apt_pkg.DepCache(self._cache)
+        out = []
+        for package in self._cache.packages:
+            current = package.current_ver
+            if current is None or not depcache.is_upgradable(package):
+                continue
+            candidate = depcache.get_candidate_ver(package)
+            if candidate is None or candidate.id == current.id:
+                continue
+            out.append((PackageId(package.name, candidate.ver_str, candidate.arch),
+                        list(self._version_records(package, candidate, with_uri=True))))
+        return out
+
     def installed(self) -> list[PackageId]:
         """Every package dpkg has installed (its current version), as apt's cache reads
         dpkg's status file.  Raises :class:`RecordsError` when the cache cannot be read."""
@@ -218,6 +238,17 @@ class AptRecords:
 
 class RecordsError(Exception):
     """apt's package records cannot be read (one line)."""
+
+
+def record_artifact(name: str, version: str, record: IndexRecord) -> Artifact:
+    """The Artifact apt will fetch for version *version* of *name* as *record*
+    (an index record with a sha256 and the entry's URI), before any download:
+    the pre-prompt hook and the warm-up judge and fetch by this."""
+    assert record.sha256 and record.uri
+    upstream = version.split(":", 1)[-1]
+    return Artifact(filename=record.filename or f"{name}_{upstream}_{record.arch}.deb", sha256=record.sha256,
+                    name=name, source=record.source, version=version, arch=record.arch,
+                    repo=apt_repo_id(record.uri))
 
 
 def make_artifact(uri: str, filename: str, repo_uri: str | None, sha256: str, sha512: str | None,

@@ -101,6 +101,33 @@ class DocumentCache:
         except OSError:
             return  # not writable (e.g. after dropping privileges): just no cache
 
+    def remove_expired(self, now: float | None = None) -> int:
+        """Delete entries older than the TTL (or dated in the future); how many.
+
+        Lookups never serve them anyway; this only keeps the directory from
+        growing for ever.  Blocking; best effort (only the owner of the
+        directory can delete, so a run after dropping privileges removes nothing).
+        """
+        if not self._usable(create=False):
+            return 0
+        now = now or time.time()
+        removed = 0
+        try:
+            with os.scandir(self.directory) as entries:
+                for entry in entries:
+                    if len(entry.name) != 64 or entry.name.startswith("."):
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                        if not 0 <= now - st.st_mtime <= self.ttl or not stat.S_ISREG(st.st_mode):
+                            os.unlink(entry.path)
+                            removed += 1
+                    except OSError:
+                        continue
+        except OSError:
+            pass
+        return removed
+
     def _sweep(self) -> None:
         """Remove temporaries that a writer killed mid-write left (writes run on a
         daemon thread, which ends with the process), once they are an hour old.

@@ -86,7 +86,9 @@ class FetchSettings:
     max_workers: int = 64
     proxy: str | None = None  # explicit proxy; None = the package manager's
     cache_dir: Path | None = Path("/var/cache/rebuildgate")
-    cache_ttl: int = 3600
+    #: Evidence for an exact file does not change: a day covers an update
+    #: tonight and the upgrade tomorrow (each use verifies it again anyway).
+    cache_ttl: int = 86400
     #: An evidence bundle (``rebuildgate collect``): every rebuilder's
     #: documents are read from ``<bundle>/<rebuilder name>/<layout path>``
     #: (:func:`rebuildgate.layouts.bundle_path`) before its URL is tried.
@@ -94,6 +96,11 @@ class FetchSettings:
     #: No network request at all: evidence only from the bundle and
     #: ``file://`` directories (Qubes dom0, air-gapped hosts).
     offline: bool = False
+    #: After ``apt-get update``, fetch the evidence for upgradable packages
+    #: into the cache in the background (:mod:`rebuildgate.warmup`).
+    warm_up: bool = False
+    warm_up_packages: int = 2000
+    warm_up_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -262,6 +269,9 @@ class Policy:
         lines.append(f"fetch: connect {f.connect_timeout}s, read {f.read_timeout}s, deadline {f.deadline}s, "
                      f"max {f.max_bytes} bytes, proxy {f.proxy or 'from the package manager/environment'}, "
                      f"cache {f.cache_dir or 'off'}")
+        if f.warm_up:
+            lines.append(f"warm-up after apt-get update: on (at most {f.warm_up_packages} packages, "
+                         f"{f.warm_up_seconds:g}s; evidence into the cache, verified when used)")
         if f.bundle is not None or f.offline:
             lines.append(f"evidence bundle: {f.bundle or 'none'} (each rebuilder's documents read from "
                          f"<bundle>/<rebuilder name>/ first)" + (
@@ -707,6 +717,9 @@ def parse_policy(data: Mapping[str, Any], path: Path, check_files: bool = True) 
             cache_ttl=f.integer("cache_ttl", fetch.cache_ttl, minimum=0),
             bundle=_bundle_dir(f),
             offline=f.get("offline", bool, False),
+            warm_up=f.get("warm_up", bool, False),
+            warm_up_packages=f.integer("warm_up_packages", fetch.warm_up_packages, minimum=1),
+            warm_up_seconds=f.number("warm_up_seconds", fetch.warm_up_seconds),
         )
         f.finish()
 

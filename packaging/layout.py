@@ -7,14 +7,14 @@ that directory on PYTHONPATH, so the launchers, the apt snippet and the man
 pages come from the code being packaged:
 
 * ``/usr/bin/rebuildgate`` and ``/usr/lib/rebuildgate/rebuildgate-apt-method``,
-  ``rebuildgate-apt-preinstall``, ``rebuildgate-apt-prompt``: Python launchers that put the private
+  ``rebuildgate-apt-preinstall``, ``rebuildgate-apt-prompt``, ``rebuildgate-apt-warmup``: Python launchers that put the private
   library first on ``sys.path`` (``-I``: no PYTHONPATH, no user site), so
   no other program ever sees the bundled versions;
 * ``/usr/lib/rebuildgate/lib/rebuildgate-bundle.txt``: what is bundled
   (``rebuildgate --version`` and the dnf plugin look for it);
 * with ``--apt``: the method ``/usr/lib/apt/methods/rebuildgate`` and its
   ``rebuildgate+http``, ``+https``, ``+file`` links, the pre-install and
-  pre-prompt hooks' launchers, and the apt.conf.d snippet's text (both hooks) in ``/usr/share/rebuildgate``
+  pre-prompt hooks' and the warm-up's launchers, and the apt.conf.d snippet's text (all three) in ``/usr/share/rebuildgate``
   (the maintainer scripts put it in place and take it away: a conffile would
   outlive ``apt-get remove`` and make apt run a hook that is gone);
 * ``rebuildgate(1)``, ``rebuildgate-policy(5)`` and the example policy
@@ -45,6 +45,7 @@ ENTRY_POINTS = {
     LIBEXEC / "rebuildgate-apt-method": ("rebuildgate.apt.entry", "the APT method (run by its launcher)"),
     LIBEXEC / "rebuildgate-apt-preinstall": ("rebuildgate.apt.preinstall", "apt's pre-install hook (run by its launcher)"),
     LIBEXEC / "rebuildgate-apt-prompt": ("rebuildgate.apt.prompt", "apt's pre-prompt hook (run by its launcher)"),
+    LIBEXEC / "rebuildgate-apt-warmup": ("rebuildgate.apt.warmup", "apt's warm-up after update (run by its launcher)"),
 }
 
 
@@ -99,9 +100,12 @@ def lay_out(destdir: Path, apt: bool, requirements: Path) -> list[Path]:
         snippet = install.APT_CONF_DIR / install.SNIPPET_NAME
         prompt = install.HOOK_DIR / install.PROMPT_NAME
         _write(root(hook), install.hook_launcher_script(LIBEXEC / "rebuildgate-apt-preinstall", snippet, BY), 0o755)
+        warmup = install.HOOK_DIR / install.WARMUP_NAME
         _write(root(prompt), install.prompt_launcher_script(LIBEXEC / "rebuildgate-apt-prompt", snippet, BY), 0o755)
-        _write(root(SHARE / "apt.conf.d" / install.SNIPPET_NAME), install.apt_snippet(hook, BY, prompt=prompt))
-        made += [methods / "rebuildgate", root(hook), root(prompt)]
+        _write(root(warmup), install.warmup_launcher_script(LIBEXEC / "rebuildgate-apt-warmup", BY), 0o755)
+        _write(root(SHARE / "apt.conf.d" / install.SNIPPET_NAME),
+               install.apt_snippet(hook, BY, prompt=prompt, warmup=warmup))
+        made += [methods / "rebuildgate", root(hook), root(prompt), root(warmup)]
     man = manpages.write_all(root("/usr/share/man"), root("/usr/share/doc/rebuildgate/examples"))
     return made + man
 

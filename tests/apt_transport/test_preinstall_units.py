@@ -175,15 +175,17 @@ def test_install_writes_the_hook_and_the_snippet_apt_reads(tmp_path):
     assert done.returncode == 0, done
     hook = methods / "rebuildgate-preinstall"
     assert (methods / "rebuildgate+https").is_symlink() and os.access(hook, os.X_OK)
-    prompt = methods / "rebuildgate-prompt"
-    assert (f"installed the pre-install hook {hook} and the pre-prompt hook {prompt}, run by apt through "
-            f"{etc / 'apt.conf.d' / SNIPPET_NAME}") in done.stdout
+    prompt, warmup = methods / "rebuildgate-prompt", methods / "rebuildgate-warmup"
+    assert (f"installed the pre-install hook {hook}, the pre-prompt hook {prompt} and the warm-up {warmup}, "
+            f"run by apt through {etc / 'apt.conf.d' / SNIPPET_NAME}") in done.stdout
     dump = apt_config_dump(etc)
     assert f'DPkg::Pre-Install-Pkgs:: "{hook}";' in dump
     assert f'DPkg::Tools::Options::{hook}::Version "3";' in dump
     guarded = f"[ ! -e {prompt} ] || {prompt}"  # removing rebuildgate must not make apt's post hook fail
     assert f'AptCli::Hooks::Install:: "{guarded}";' in dump and f'AptCli::Hooks::Upgrade:: "{guarded}";' in dump
     assert os.access(prompt, os.X_OK)
+    assert f'APT::Update::Post-Invoke-Success:: "[ ! -e {warmup} ] || {warmup}";' in dump
+    assert os.access(warmup, os.X_OK)
 
     done = subprocess.run([*install, "--apt-conf-dir", str(etc), "--hook-dir", str(tmp_path / "a b")],
                           capture_output=True, text=True, timeout=60)
@@ -191,7 +193,7 @@ def test_install_writes_the_hook_and_the_snippet_apt_reads(tmp_path):
 
 
 def test_hook_launcher_without_its_program_stops_apt_with_one_line(tmp_path):
-    hook, snippet, _prompt = install_hook(tmp_path / "hook", tmp_path / "apt.conf.d", tmp_path / "gone" / "program",
+    hook, snippet, *_ = install_hook(tmp_path / "hook", tmp_path / "apt.conf.d", tmp_path / "gone" / "program",
                                           tmp_path / "gone" / "prompt")
     done = subprocess.run([str(hook)], input="VERSION 3\n\n", capture_output=True, text=True, timeout=30)
     assert done.returncode == 2

@@ -113,7 +113,7 @@ def test_not_run_by_apt_is_one_warning():
 
 
 def test_prompt_launcher_without_its_program_warns_and_lets_apt_go_on(tmp_path):
-    _hook, snippet, launcher = install_hook(tmp_path / "hook", tmp_path / "apt.conf.d", tmp_path / "gone" / "pre",
+    _hook, snippet, launcher, _warmup = install_hook(tmp_path / "hook", tmp_path / "apt.conf.d", tmp_path / "gone" / "pre",
                                             tmp_path / "gone" / "prompt")
     done = subprocess.run([str(launcher)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0
@@ -126,7 +126,7 @@ def test_prompt_launcher_passes_a_block_on_and_turns_a_crash_into_a_warning(tmp_
     program = tmp_path / "program"
     program.write_text(f"#!/bin/sh\nexit {status}\n")
     program.chmod(0o755)
-    _hook, _snippet, launcher = install_hook(tmp_path / "hook", tmp_path / "apt.conf.d", program, program)
+    _hook, _snippet, launcher, _warmup = install_hook(tmp_path / "hook", tmp_path / "apt.conf.d", program, program)
     done = subprocess.run([str(launcher)], capture_output=True, text=True, timeout=30)
     assert done.returncode == expected
     warned = f"W: rebuildgate: the pre-prompt check failed (exit status {status}); the download check decides\n"
