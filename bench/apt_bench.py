@@ -133,6 +133,9 @@ class RemoteServer:
         if latency is not None:
             self._latency = latency
 
+    def requests(self) -> int:
+        return self._servers.requests()
+
     def stop(self) -> None:
         self._servers.close()
 
@@ -241,16 +244,23 @@ class Bench:
         (apt environment, apt options)."""
         times: dict[str, list[float]] = {mode: [] for mode in setups}
         errors: dict[str, str | None] = {mode: None for mode in setups}
+        self.requests_per_run = {mode: [] for mode in setups}
         for _ in range(self.repeats):
             for mode, prepare in setups.items():
                 env, opts = prepare()
+                before = self.evidence_requests()
                 outcome = self._run(env, count, opts)
+                self.requests_per_run[mode].append(self.evidence_requests() - before)
                 if isinstance(outcome, str):
                     errors[mode] = outcome
                 else:
                     times[mode].append(outcome)
         return {mode: (statistics.median(times[mode]) if times[mode] else float("nan"), errors[mode])
                 for mode in setups}
+
+    def evidence_requests(self) -> int:
+        """Requests the rebuilders have answered so far."""
+        return sum(rb.server.requests() for rb in self.rebuilders)  # type: ignore[union-attr]
 
     def time_alternating(self, count: int, modes: dict[str, tuple[Path, dict | None]],
                          options: dict[str, str]) -> dict[str, tuple[float, str | None]]:
@@ -404,7 +414,8 @@ def prompt_table(bench: Bench, sizes: list[int], latencies: list[float], apt_opt
         bench.set_latency(latency)
         for count in sizes:
             got = bench.time_with_prompt(count, policy, cache, apt_opts)
-            rows.append((count, latency, got))
+            asked = {mode: max(counts) for mode, counts in bench.requests_per_run.items()}
+            rows.append((count, latency, got, asked))
             print(f"  {count} pkgs {latency * 1000:.0f} ms: " + "  ".join(
                 f"{mode} {_fmt(seconds)}s{f' ({err})' if err else ''}" for mode, (seconds, err) in got.items()),
                 flush=True)
@@ -414,11 +425,12 @@ def prompt_table(bench: Bench, sizes: list[int], latencies: list[float], apt_opt
 def _print_prompt(rows: list[tuple], repeats: int) -> None:
     print(f"\nThe pre-prompt hook: median wall time of `apt-get install --download-only` ({repeats} runs per cell, "
           "columns alternated), N = 5, M = 3, evidence cache emptied before every run")
-    print("| pkgs | latency | http | method alone | overhead | hook + method | overhead |\n|---:|---:|---:|---:|---:|---:|---:|")
-    for count, latency, got in rows:
+    print("| pkgs | latency | http | method alone | overhead | hook + method | overhead | evidence requests "
+          "per run: method alone / hook + method |\n|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for count, latency, got, asked in rows:
         plain, method, hook = got["http"][0], got["method"][0], got["hook"][0]
         print(f"| {count} | {latency * 1000:.0f} ms | {plain:.2f} | {method:.2f} | {method - plain:+.2f} | "
-              f"{hook:.2f} | {hook - plain:+.2f} |")
+              f"{hook:.2f} | {hook - plain:+.2f} | {asked['method']} / {asked['hook']} |")
 
 
 def _fmt(seconds: float) -> str:

@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 class _State:
     latency = 0.0
     bogus: bytes | None = None  # served for every request, when set
+    requests = 0  # answered so far
 
 
 def bogus_document(size: int, signatures: int = 8) -> bytes:
@@ -61,6 +62,7 @@ async def _serve(root: Path, conn: Connection, state: _State) -> None:
                 while (await reader.readline()) not in (b"\r\n", b"\n", b""):
                     pass
                 parts = request.split()
+                state.requests += 1
                 body = state.bogus
                 if body is None and len(parts) >= 2:
                     body = _body(root, cache, parts[1].decode("latin-1"))
@@ -93,6 +95,9 @@ async def _serve(root: Path, conn: Connection, state: _State) -> None:
                 return
             if command == "bogus":
                 state.bogus = bogus_document(value) if value else None
+            elif command == "requests":
+                conn.send(state.requests)
+                continue
             else:
                 state.latency = value
             conn.send("ok")
@@ -104,7 +109,7 @@ async def _serve(root: Path, conn: Connection, state: _State) -> None:
 
 def serve_forever(root: str, conn: Connection) -> None:
     """Child-process entry point: send the URL, then obey ("latency", s),
-    ("bogus", size or 0) and ("stop", None)."""
+    ("bogus", size or 0), ("requests", None) (answers how many it served) and ("stop", None)."""
     asyncio.run(_serve(Path(root).resolve(), conn, _State()))
 
 
@@ -145,6 +150,14 @@ class RemoteServers:
             conn.recv()
         conn.send(("bogus", bogus))
         conn.recv()
+
+    def requests(self) -> int:
+        """Requests all of them have answered so far."""
+        total = 0
+        for conn in self._conns:
+            conn.send(("requests", None))
+            total += conn.recv()
+        return total
 
     def close(self) -> None:
         for conn in self._conns:
