@@ -61,8 +61,8 @@ from .layouts import (Location, bundle_url, evidence_locations, evidence_urls, l
                       rebuilderd_lookup)
 from .model import Artifact
 from .policy import FetchSettings, Rebuilder
-from .proxy import DETECT_TIMEOUT, ProxyArg, ProxyChoice
 from .pool import DaemonPool
+from .proxy import DETECT_TIMEOUT, ProxyArg, ProxyChoice
 
 log = logging.getLogger("rebuildgate")
 
@@ -778,7 +778,8 @@ class Transport:
         once per host (concurrent requests wait for the same run), within *deadline*."""
         if not self.proxies.may_block(url):
             return self.proxies.for_url(url)
-        key = urlsplit(url).netloc + "|" + urlsplit(url).scheme
+        parts = urlsplit(url)
+        key = f"{parts.scheme}://{parts.netloc}"
         lookup = self._proxy_lookups.get(key)
         if lookup is None:
             timeout = min(self._detect_timeout(), max(deadline - time.monotonic(), 0.0))

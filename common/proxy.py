@@ -147,11 +147,11 @@ class ProxyChoice:
         names = ("https", "http") if scheme == "https" else (scheme,)
         chosen = ""
         if self.find is not None:
-            chosen = self._first(f"Proxy::{host}", names)
-            if not chosen and not self._find(f"Acquire::{scheme}::Proxy::{host}"):
-                chosen = self._detect(scheme, url, timeout) or ""
-            if not chosen:
-                chosen = self._first("Proxy", names)
+            # apt's worker runs the auto-detect program unless this very key is set,
+            # and stores its answer there, ahead of the other scheme's per-host key.
+            chosen = self._find(f"Acquire::{scheme}::Proxy::{host}") or self._detect(scheme, url, timeout) or ""
+            chosen = chosen or self._first(f"Proxy::{host}", names)
+            chosen = chosen or self._first("Proxy", names)
         if not chosen:
             env = dict(self.env)
             chosen = env.get(scheme, "")

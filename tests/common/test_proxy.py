@@ -216,6 +216,13 @@ def test_https_urls_run_the_https_program_only(tmp_path) -> None:
     assert runs(http_program) == [] and runs(https_program) == ["https://rb.example/x"]
 
 
+def test_https_auto_detect_comes_before_the_http_per_host_setting(tmp_path) -> None:
+    """apt runs it unless Acquire::https::Proxy::<host> is set, and stores its answer there."""
+    program = script(tmp_path, f"echo {P2}")
+    choice = apt_tree({"Acquire::https::Proxy-Auto-Detect": str(program), "Acquire::http::Proxy::rb.example": P3})
+    assert choice.for_url("https://rb.example/x") == P2
+
+
 def test_no_output_leaves_it_to_the_generic_settings(tmp_path) -> None:
     program = script(tmp_path, "true")
     choice = apt_tree({"Acquire::http::Proxy-Auto-Detect": str(program), "Acquire::http::Proxy": P1})
