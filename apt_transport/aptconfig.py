@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from rebuildgate.proxy import ProxyChoice
+
 from . import protocol
 
 PREFIX = "Rebuildgate::"
@@ -45,7 +47,7 @@ class MethodSettings:
     sandbox_user: str = ""
     no_drop_privs: bool = False
     archives_dir: str = "/var/cache/apt/archives/"
-    proxy: str | None = None
+    proxy: ProxyChoice | None = None  # apt's proxy settings, applied per evidence URL
     skipped: list[str] = field(default_factory=list)  # unparseable items, for the debug log
     error: str | None = None  # set when one of our own items is broken
 
@@ -103,8 +105,8 @@ class AptConfig:
             return self.tree.find_file(item, "")
         return os.path.join(self.find_dir("Dir::Bin::Methods", "/usr/lib/apt/methods/"), access)
 
-    def proxy_for(self, access: str) -> str | None:
-        """apt's proxy for *access* (``Acquire::http::Proxy``); None = environment."""
+    def proxy_for(self, access: str = "http") -> ProxyChoice:
+        """apt's proxy settings (``Acquire::http(s)::Proxy...``), for the evidence URLs."""
         return proxy_for(self.find, access)
 
     def settings(self, access: str) -> MethodSettings:
@@ -144,14 +146,16 @@ class AptConfig:
                 continue
 
 
-def proxy_for(find: Callable[[str, str], str], access: str) -> str | None:
-    """apt's proxy for *access* in a configuration looked up with *find*
-    (``Acquire::<access>::Proxy``, then ``Acquire::http::Proxy``); None = environment."""
-    for scheme in (access, "http"):
-        value = find(f"Acquire::{scheme}::Proxy", "").strip()
-        if value:
-            return None if value.upper() == "DIRECT" else value
-    return None
+def proxy_for(find: Callable[[str, str], str], access: str = "http") -> ProxyChoice:
+    """apt's proxy settings in a configuration looked up with *find*.
+
+    The choice is made per evidence URL, by that URL's scheme and host
+    (``Acquire::https::Proxy::<host>`` for an https rebuilder even behind a
+    ``rebuildgate+http`` source), not by the method's *access*, which is
+    ignored: see :mod:`rebuildgate.proxy` for apt's rules.
+    """
+    del access
+    return ProxyChoice.apt(find)
 
 
 _BOOLEANS = {"1", "0", "yes", "no", "true", "false", "with", "without", "on", "off", "enable", "disable"}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rebuildgate.errors import ConfigError, one_line
 from rebuildgate.policy import load_policy
+from rebuildgate.proxy import ProxyArg
 from rebuildgate.verify import Verifier
 
 
@@ -35,7 +36,7 @@ class Engine:
             self.verifier.close()
 
 
-def load_engine(policy_path: Path | None, proxy: str | None) -> Engine:
+def load_engine(policy_path: Path | None, proxy: ProxyArg) -> Engine:
     """Everything that may need root; never raises."""
     try:
         policy = load_policy(policy_path)

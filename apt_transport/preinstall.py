@@ -46,6 +46,7 @@ from rebuildgate.errors import PackageError, one_line
 from rebuildgate.model import Artifact
 from rebuildgate.pkginfo import read_package
 from rebuildgate.policy import POLICY_ENV, policy_path
+from rebuildgate.proxy import ProxyChoice
 
 from . import protocol
 from .aptconfig import AptConfig
@@ -184,7 +185,7 @@ def _identify(line: PackageLine, records: AptRecords, outcome: Outcome) -> Judge
     return item
 
 
-def _verify(judged: list[Judgement], policy: Path, proxy: str | None, debug: bool, outcome: Outcome,
+def _verify(judged: list[Judgement], policy: Path, proxy: ProxyChoice | None, debug: bool, outcome: Outcome,
             watchdog: Watchdog | None) -> None:
     from .engine import load_engine, route_library_log  # the verifier's imports, only when a file needs them
 

@@ -45,6 +45,7 @@ from .fetch import Document, Transport, make_transport, rebuilderd_attestations
 from .layouts import Location, evidence_locations, location, rebuilderd_lookup
 from .model import Artifact
 from .policy import BUNDLE_RESERVED, Policy, Rebuilder
+from .proxy import ProxyArg
 
 MANIFEST = "manifest.json"
 FORMAT = "rebuildgate-evidence-bundle"
@@ -123,7 +124,7 @@ class CollectReport:
         }
 
 
-def collect(policy: Policy, artifacts: Sequence[Artifact], bundle: Path, proxy: str | None = None,
+def collect(policy: Policy, artifacts: Sequence[Artifact], bundle: Path, proxy: ProxyArg = None,
             progress: ProgressFn | None = None, tar: Path | None = None) -> CollectReport:
     """Fetch every rebuilder's documents for *artifacts* into the directory *bundle*.
 

@@ -62,6 +62,7 @@ from .layouts import (Location, bundle_url, evidence_locations, evidence_urls, l
 from .model import Artifact
 from .policy import FetchSettings, Rebuilder
 from .pool import DaemonPool
+from .proxy import DETECT_TIMEOUT, ProxyArg, ProxyChoice
 
 log = logging.getLogger("rebuildgate")
 
@@ -688,13 +689,15 @@ class Transport:
 
     MEMO_BYTES = 8 * 1024 * 1024
 
-    def __init__(self, settings: FetchSettings, proxy: str | None = None,
+    def __init__(self, settings: FetchSettings, proxy: ProxyArg = None,
                  cache: DocumentCache | None = None) -> None:
         self.settings = settings
         self.cache = cache
-        self.proxy = settings.proxy or proxy  # the policy's, else the package manager's
-        self._env_proxies = {} if self.proxy else _environment_proxies()
-        self._proxies_by_host: dict[str, str | None] = {}
+        # The policy's [fetch] proxy wins over everything; else the package
+        # manager's choice per URL (apt's per-host settings, DIRECT and
+        # Proxy-Auto-Detect; dnf's proxy=), else the environment.
+        self.proxies = ProxyChoice.single(settings.proxy) if settings.proxy else ProxyChoice.of(proxy)
+        self._proxy_lookups: dict[str, asyncio.Future[Any]] = {}
         self._io = _EventLoop("rbg-io")
         self._blocking = DaemonPool(max(4, min(settings.max_workers, 16)), "rbg-blocking")
         self.http = _HttpClient(settings, _ca_bundle(), self._blocking)
@@ -764,19 +767,26 @@ class Transport:
         return self._slots
 
     def proxy_for(self, url: str) -> str | None:
-        """Proxy for *url*: explicit one, else $http(s)_proxy unless $no_proxy matches."""
-        if self.proxy:
-            return self.proxy
-        if not self._env_proxies:
-            return None
+        """The proxy for *url* (None: direct); may run apt's auto-detect program, so not on the loop."""
+        return self.proxies.for_url(url, self._detect_timeout())
+
+    def _detect_timeout(self) -> float:
+        return min(DETECT_TIMEOUT, self.settings.deadline)
+
+    async def _proxy(self, url: str, deadline: float) -> str | None:
+        """:meth:`proxy_for` on the loop: an auto-detect program runs on a worker thread,
+        once per host (concurrent requests wait for the same run), within *deadline*."""
+        if not self.proxies.may_block(url):
+            return self.proxies.for_url(url)
         parts = urlsplit(url)
         key = f"{parts.scheme}://{parts.netloc}"
-        if key not in self._proxies_by_host:
-            import urllib.request
-
-            bypass = urllib.request.proxy_bypass_environment(parts.netloc.rsplit("@", 1)[-1], self._env_proxies)
-            self._proxies_by_host[key] = None if bypass else self._env_proxies.get(parts.scheme)
-        return self._proxies_by_host[key]
+        lookup = self._proxy_lookups.get(key)
+        if lookup is None:
+            timeout = min(self._detect_timeout(), max(deadline - time.monotonic(), 0.0))
+            lookup = self._proxy_lookups[key] = asyncio.wrap_future(self._blocking.submit(
+                self.proxies.for_url, url, timeout))
+            lookup.add_done_callback(lambda f: (self._proxy_lookups.pop(key, None), f.cancelled() or f.exception()))
+        return await asyncio.shield(lookup)
 
     async def fetch(self, url: str, deadline: float, root: str | None = None, use_cache: bool = True,
                     fresh: bool = False) -> bytes:
@@ -1001,7 +1011,7 @@ class Transport:
         for _ in range(MAX_REDIRECTS + 1):
             if deadline - time.monotonic() <= 0:
                 raise _Timeout(f"deadline of {s.deadline:g}s passed before {current} answered")
-            proxy = self.proxy_for(current)
+            proxy = await self._proxy(current, deadline)
             route = _route(current, proxy)
             try:
                 async with asyncio.timeout_at(deadline):
@@ -1028,17 +1038,6 @@ class Transport:
                 raise FetchError(f"{current} sent a {encoding[:20]}-encoded body though none was asked for")
             return resp.body
         raise FetchError(f"{url} redirects more than {MAX_REDIRECTS} times")
-
-
-def _environment_proxies() -> dict[str, str]:
-    """$http_proxy and friends, read as urllib reads them.  urllib.request
-    (with http.client and the email package) is imported only when one is
-    set: ~8 ms of every apt run's start-up otherwise."""
-    if not any(name.lower().endswith("_proxy") for name in os.environ):
-        return {}
-    import urllib.request
-
-    return urllib.request.getproxies()
 
 
 def _ca_bundle() -> str | None:
@@ -1152,7 +1151,7 @@ def rebuilderd_attestations(url: str, page: Document, artifact: Artifact) -> lis
     return out[:MAX_REBUILDERD_RECORDS]
 
 
-def make_transport(settings: FetchSettings, proxy: str | None = None) -> Transport:
+def make_transport(settings: FetchSettings, proxy: ProxyArg = None) -> Transport:
     cache = None
     if settings.cache_dir and settings.cache_ttl > 0:
         cache = DocumentCache(settings.cache_dir, settings.cache_ttl, settings.max_bytes)

@@ -29,6 +29,7 @@ from typing import Callable, Hashable, Iterable, Sequence
 
 from .errors import PackageError, RebuildgateError
 from .model import Artifact
+from .proxy import ProxyArg
 
 #: How a package's file was located (``InstalledPackage.located``).
 INDEX, CACHE, UNKNOWN = "index", "cache", "unknown"
@@ -76,7 +77,7 @@ class InstalledSelection:
     package_manager: str
     database: str  # the dpkg status file or rpm database that was read, for the report
     packages: tuple[InstalledPackage, ...]
-    proxy: str | None = None  # the package manager's proxy: evidence goes the same way (Qubes templates)
+    proxy: ProxyArg = None  # the package manager's proxy choice: evidence goes the same way (Qubes templates)
     warnings: tuple[str, ...] = ()  # what the package manager said while reading (a repository never cached)
 
 

@@ -7,6 +7,7 @@ library module fails its own tests instead of the whole collection.
 from __future__ import annotations
 
 import itertools
+import ssl
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -14,6 +15,7 @@ import pytest
 
 from tests.support.fifos import release_fifos
 from tests.support.keys import GpgKey, TestKey, make_gpg_key, make_key
+from tests.support.proxy import ForwardProxy
 from tests.support.server import RebuilderServer
 
 GPG_UID = "rebuildgate test rebuilder <rebuilder@rebuildgate.invalid>"
@@ -88,23 +90,32 @@ def gpg_key(gpg_keys: Callable[..., GpgKey]) -> GpgKey:
 
 @pytest.fixture
 def rebuilder_server(tmp_path: Path) -> Iterator[Callable[..., RebuilderServer]]:
-    """Factory for started servers: `make(root=None, latency=0.0)`; without
-    root each server gets a fresh empty directory. All are stopped at
-    teardown, hung connections included."""
+    """Factory for started servers: `make(root=None, latency=0.0, tls=None)`
+    (``tls``: an ssl server context, tests.support.tls); without root each
+    server gets a fresh empty directory. All are stopped at teardown, hung
+    connections included."""
     servers: list[RebuilderServer] = []
     counter = itertools.count()
 
-    def make(root: Path | None = None, latency: float = 0.0) -> RebuilderServer:
+    def make(root: Path | None = None, latency: float = 0.0, tls: ssl.SSLContext | None = None) -> RebuilderServer:
         if root is None:
             root = tmp_path / f"rebuilder-{next(counter)}"
             root.mkdir()
-        server = RebuilderServer(root, latency=latency).start()
+        server = RebuilderServer(root, latency=latency, tls=tls).start()
         servers.append(server)
         return server
 
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def forward_proxy() -> Iterator[ForwardProxy]:
+    """A started forward proxy on 127.0.0.1 (absolute-form GET and CONNECT, logged);
+    ``forward_proxy.map(name, port)`` makes a made-up host name reachable through it only."""
+    with ForwardProxy() as proxy:
+        yield proxy
 
 
 @pytest.fixture

@@ -700,3 +700,15 @@ def test_rebuilder_server_fixture_makes_fresh_started_servers(rebuilder_server):
     a, b = rebuilder_server(), rebuilder_server(latency=0.0)
     assert a.root != b.root and a.port != b.port
     assert requests.get(f"{a.url}/nothing", timeout=2).status_code == 404
+
+
+def test_forward_proxy_refuses_names_it_does_not_map(forward_proxy) -> None:
+    """Unmapped names are never looked up: the tests cannot reach the internet through it."""
+    import socket
+
+    for request in (b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n",
+                    b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", forward_proxy.port), timeout=5) as s:
+            s.sendall(request)
+            assert s.recv(100).startswith(b"HTTP/1.1 502 ")
+    assert forward_proxy.requests() == ["GET http://example.com/", "CONNECT example.com:443"]

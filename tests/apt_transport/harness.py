@@ -204,13 +204,14 @@ def policy_opt(path) -> dict[str, str]:
     return {"Rebuildgate::Policy": str(path)}
 
 
-def fetch(apt: AptEnv, repo_uri: str, policy, *packages: str, scheme: str = "rebuildgate+", **options: str):
-    """update + install --download-only through the method; returns the install result."""
+def fetch(apt: AptEnv, repo_uri: str, policy, *packages: str, scheme: str = "rebuildgate+",
+          env: Mapping[str, str] | None = None, **options: str):
+    """update + install --download-only through the method (*env* added to apt-get's); returns the install result."""
     apt.sources([flat_source(repo_uri, scheme)])
     opts = {**policy_opt(policy), **options}
-    update = apt.update(options=opts)
+    update = apt.update(options=opts, env=env)
     assert update.returncode == 0, update
-    return apt.download(*packages, options=opts)
+    return apt.download(*packages, options=opts, env=env)
 
 
 def blocked_lines(result, name: str) -> list[str]:

@@ -269,43 +269,15 @@ def test_connections_are_kept_alive(served) -> None:
     t.close()
 
 
-def _tls_files(tmp_path):
-    """A throwaway CA and a server certificate for 127.0.0.1."""
-    import datetime as dt
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = dt.datetime.now(dt.timezone.utc)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rebuildgate test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(1).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
-    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(pem))
-    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(pem))
-    (tmp_path / "key.pem").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                                         serialization.NoEncryption()))
-    return tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
-
-
 def test_https_rebuilder_is_verified_against_the_trust_store(tmp_path, monkeypatch) -> None:
     import ssl
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    ca, cert, key = _tls_files(tmp_path)
+    from tests.support.tls import make_tls_files
+
+    tls = make_tls_files(tmp_path)
+    ca = tls.ca
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
@@ -318,9 +290,7 @@ def test_https_rebuilder_is_verified_against_the_trust_store(tmp_path, monkeypat
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    httpd.socket = tls.server_context().wrap_socket(httpd.socket, server_side=True)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     url = f"https://127.0.0.1:{httpd.server_address[1]}/doc"
     try:

@@ -16,7 +16,6 @@ import pytest
 from tests.dnf_plugin.harness import DnfResult, DnfSandbox, hide_rebuildgate, host_state, old_intoto_on_path, rpm_requests
 from tests.dnf_plugin.world import World
 from tests.support.packages import sha256_file
-from tests.support.server import RebuilderServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -301,15 +300,33 @@ def test_removal_is_never_blocked(world: World, sandbox_dir: Path) -> None:
     assert sandbox.installed() == set()
 
 
-def test_evidence_is_fetched_through_dnfs_proxy(world: World, sandbox_dir: Path) -> None:
+def test_evidence_is_fetched_through_dnfs_proxy(world: World, sandbox_dir: Path, forward_proxy) -> None:
     """Qubes templates reach the network only through dnf's proxy.  The
-    rebuilder's host does not exist; only the proxy can answer for it."""
+    rebuilder is named rb1.rebuilders.test, which only our forward proxy
+    resolves; every request it answered came through that proxy."""
     rb1 = world.rebuilders[0]
-    with RebuilderServer(rb1.root) as proxy:  # answers absolute-form requests from its root
-        sandbox = world.sandbox(sandbox_dir)
-        world.policy(sandbox.policy, threshold=1, rebuilders=["rb1"],
-                     urls={"rb1": "http://rb1.rebuildgate.invalid"})
-        result = sandbox.run("install", "hello", setopts=[f"proxy={proxy.url}"])
-        assert result.returncode == 0, result
-        assert proxy.requests == ["http://rb1.rebuildgate.invalid/sources/hello/1.0-1/metadata"]
+    assert rb1.server is not None
+    forward_proxy.map("rb1.rebuilders.test", rb1.server.port)
+    before = len(rb1.server.requests)
+    sandbox = world.sandbox(sandbox_dir)
+    world.policy(sandbox.policy, threshold=1, rebuilders=["rb1"], urls={"rb1": "http://rb1.rebuilders.test"})
+    result = sandbox.run("install", "hello", setopts=[f"proxy={forward_proxy.url}"])
+    assert result.returncode == 0, result
+    served = rb1.server.requests[before:]
+    assert "/sources/hello/1.0-1/metadata" in served
+    assert forward_proxy.requests() == [f"GET http://rb1.rebuilders.test{path}" for path in served]
     assert sandbox.installed() == {"hello-1.0-1.noarch"}
+
+
+def test_without_dnfs_proxy_the_hidden_rebuilder_is_unreachable_and_blocks(world: World, sandbox_dir: Path,
+                                                                          forward_proxy) -> None:
+    rb1 = world.rebuilders[0]
+    assert rb1.server is not None
+    forward_proxy.map("rb1.rebuilders.test", rb1.server.port)
+    before = len(rb1.server.requests)
+    sandbox = world.sandbox(sandbox_dir)
+    world.policy(sandbox.policy, threshold=1, rebuilders=["rb1"], urls={"rb1": "http://rb1.rebuilders.test"})
+    since = len(world.repo_server.requests)
+    result = sandbox.run("install", "hello")
+    assert_blocked_before_download(result, sandbox, world, since, "hello")
+    assert forward_proxy.requests() == [] and rb1.server.requests[before:] == []

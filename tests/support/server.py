@@ -11,6 +11,7 @@ server runs, for all paths (`server.fault`) or per path prefix
 from __future__ import annotations
 
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -21,7 +22,7 @@ from typing import Sequence
 from urllib.parse import unquote, urlsplit
 
 _JUNK = bytes(range(256)) * 256  # 64 KiB, reused: big bodies are generated
-_QUIET_ERRORS = (ConnectionError, TimeoutError)
+_QUIET_ERRORS = (ConnectionError, TimeoutError, ssl.SSLError)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,13 @@ class _HTTPServer(ThreadingHTTPServer):
     request_queue_size = 256
     owner: RebuilderServer
 
+    def get_request(self):  # noqa: ANN201
+        """With TLS, each connection's handshake runs on its own handler thread (see _Handler.setup)."""
+        sock, address = super().get_request()
+        if self.owner.tls is not None:
+            sock = self.owner.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
     def handle_error(self, request, client_address) -> None:
         """Clients that leave early are normal here: no tracebacks for them."""
         exc = sys.exc_info()[1]
@@ -123,6 +131,10 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: the request log is `RebuilderServer.requests`."""
 
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(10)  # a client that never says hello costs one thread for 10 s
+            self.request.do_handshake()
+            self.request.settimeout(None)
         super().setup()
         self.server.owner._track(self.connection, threading.current_thread())
 
@@ -281,9 +293,10 @@ class RebuilderServer:
     for an HTTP proxy: `requests` then shows the full URLs.
     """
 
-    def __init__(self, root: Path, latency: float = 0.0) -> None:
+    def __init__(self, root: Path, latency: float = 0.0, tls: ssl.SSLContext | None = None) -> None:
         self.root = Path(root).resolve()
         self.latency = latency
+        self.tls = tls  # serve https with this context (tests.support.tls)
         self.fault: Fault = Fault.ok()
         self.faults: dict[str, Fault] = {}
         self.requests: list[str] = []  # raw request targets, in arrival order
@@ -347,8 +360,8 @@ class RebuilderServer:
 
     @property
     def url(self) -> str:
-        """Base URL, without a trailing slash: `http://127.0.0.1:PORT`."""
-        return f"http://127.0.0.1:{self.port}"
+        """Base URL, without a trailing slash: `http://127.0.0.1:PORT` (`https://` with TLS)."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def stopping(self) -> bool:
