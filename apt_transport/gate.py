@@ -34,7 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from rebuildgate.errors import PackageError
+from rebuildgate.errors import FetchError, PackageError, one_line
 from rebuildgate.model import Artifact
 from rebuildgate.pkginfo import file_digests, read_deb
 
@@ -100,7 +100,8 @@ class Gate:
                  send_inner: Callable[[protocol.Message], bool],
                  verifier: VerifierLike | None, refusal: str | None,
                  archives_dir: str, records: AptRecords | None,
-                 debug: Callable[[str], None] | None = None) -> None:
+                 debug: Callable[[str], None] | None = None,
+                 inner_proxy: Callable[[str], str | None] | None = None) -> None:
         self.send_apt = send_apt
         self.send_inner = send_inner
         self.verifier = verifier
@@ -111,6 +112,9 @@ class Gate:
         self.records = records
         self.debug = debug or (lambda text: None)
         self.debugging = debug is not None  # messages are only formatted when they are shown
+        #: The ``Proxy`` field apt would give its own method for a URL (what its
+        #: Proxy-Auto-Detect program says), or None; may raise FetchError.
+        self.inner_proxy = inner_proxy
         self.items: dict[str, Item] = {}
         self._lock = threading.Lock()
         self.inner_gone: str | None = None
@@ -159,6 +163,15 @@ class Gate:
             value = relayed.get(name)
             if value:
                 relayed.set(name, to_inner(value))
+        if relayed.code == protocol.URI_ACQUIRE and self.inner_proxy is not None and not relayed.get("Proxy"):
+            try:
+                proxy = self.inner_proxy(relayed.get("URI") or "")
+            except FetchError as e:
+                if item is not None:
+                    self._fail(item, one_line(f"rebuildgate: {e}"))
+                return False
+            if proxy:
+                relayed.set("Proxy", proxy)
         if not self.send_inner(relayed):
             if item is not None:
                 self._fail(item, "rebuildgate: apt's method for this scheme is not running")

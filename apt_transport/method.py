@@ -226,8 +226,10 @@ class Method:
         verifier = self.engine.verifier if self.engine and not refusal else None
         records = AptRecords(config.apply_globally)
         inner = self.inner
+        proxy = self.settings.proxy
         gate = Gate(self.apt.send, inner.send if inner else (lambda m: False), verifier, refusal,
-                    self.settings.archives_dir, records, self.debug if self.settings.debug else None)
+                    self.settings.archives_dir, records, self.debug if self.settings.debug else None,
+                    inner_proxy=proxy.auto_detected if proxy is not None else None)
         if inner_gone or inner is None:
             gate.inner_gone = inner_gone or f"rebuildgate: apt's method for {self.inner_access} is not available"
         if self.engine and self.engine.warnings:

@@ -73,6 +73,8 @@ class ProxyChoice:
     _memo: dict[str, "str | None | FetchError"] = field(default_factory=dict, compare=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
     _per_host: dict[str, threading.Lock] = field(default_factory=dict, compare=False, repr=False)
+    _detected: dict[str, "str | None | FetchError"] = field(default_factory=dict, compare=False, repr=False)
+    _detect_locks: dict[str, threading.Lock] = field(default_factory=dict, compare=False, repr=False)
 
     # -- constructors -----------------------------------------------------
 
@@ -141,6 +143,26 @@ class ProxyChoice:
                 self._memo[key] = result
         return _answer(result)
 
+    def auto_detected(self, url: str, timeout: float = DETECT_TIMEOUT) -> str | None:
+        """What apt's ``Proxy-Auto-Detect`` program says for *url*: ``DIRECT``, a
+        proxy URL, or None (no program for its scheme, a per-host setting
+        already made, or no opinion).
+
+        apt runs the program in its own process and hands the answer to its
+        http method as the ``Proxy`` field of each download; for a
+        ``rebuildgate+http`` entry it looks under ``Acquire::rebuildgate+http``
+        and runs nothing, so the APT method asks here on behalf of the http
+        method it wraps.  Memoised per scheme and host; raises
+        :class:`FetchError` when the program fails (as apt fails the download).
+        """
+        if self.fixed or self.find is None:
+            return None
+        parts = urlsplit(url)
+        scheme, host = parts.scheme.lower(), parts.hostname or ""
+        if not self._detect_command(scheme) or self._find(f"Acquire::{scheme}::Proxy::{host}"):
+            return None
+        return self._detect_once(scheme, url, timeout)
+
     def _choose(self, url: str, timeout: float) -> str | None:
         parts = urlsplit(url)
         scheme, host = parts.scheme.lower(), parts.hostname or ""
@@ -149,7 +171,7 @@ class ProxyChoice:
         if self.find is not None:
             # apt's worker runs the auto-detect program unless this very key is set,
             # and stores its answer there, ahead of the other scheme's per-host key.
-            chosen = self._find(f"Acquire::{scheme}::Proxy::{host}") or self._detect(scheme, url, timeout) or ""
+            chosen = self._find(f"Acquire::{scheme}::Proxy::{host}") or self._detect_once(scheme, url, timeout) or ""
             chosen = chosen or self._first(f"Proxy::{host}", names)
             chosen = chosen or self._first("Proxy", names)
         if not chosen:
@@ -178,6 +200,25 @@ class ProxyChoice:
         if self.find is None:
             return ""
         return self._find(f"Acquire::{scheme}::Proxy-Auto-Detect") or self._find(f"Acquire::{scheme}::ProxyAutoDetect")
+
+    def _detect_once(self, scheme: str, url: str, timeout: float) -> str | None:
+        """:meth:`_detect`, run at most once per scheme and host (the evidence
+        and the downloads of one host share the answer)."""
+        key = _key(url)
+        with self._lock:
+            lock = self._detect_locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._lock:
+                known = key in self._detected
+            if not known:
+                try:
+                    result: str | None | FetchError = self._detect(scheme, url, timeout)
+                except FetchError as e:
+                    result = e
+                with self._lock:
+                    self._detected[key] = result
+        with self._lock:
+            return _answer(self._detected[key])
 
     def _detect(self, scheme: str, url: str, timeout: float) -> str | None:
         """Run apt's auto-detect program for *url*: DIRECT, a proxy URL, or None (no opinion)."""

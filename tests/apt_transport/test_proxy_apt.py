@@ -138,23 +138,45 @@ def detect_program(world: World, answer: str) -> tuple[Path, Path]:
 
 
 def test_proxy_auto_detect_names_the_proxy(setup: Setup, apt: AptEnv) -> None:
+    """Evidence and the downloads themselves follow the program's answer: the
+    repository too lives under a name only the proxy resolves.  apt runs the
+    program for its own http method, but for a ``rebuildgate+http`` entry it
+    looks under ``Acquire::rebuildgate+http::`` and runs nothing; the method
+    asks it on the http method's behalf and hands the answer on as apt would
+    (the ``Proxy`` field of each download)."""
     program, log = detect_program(setup.world, f"echo {setup.proxy.url}")
+    assert setup.repo.server is not None
+    setup.proxy.map("repo.test", setup.repo.server.port)
     options = {"Acquire::http::Proxy-Auto-Detect": str(program), "Acquire::https::Proxy-Auto-Detect": str(program)}
-    result = setup.download(apt, **options)
+    result = fetch(apt, "http://repo.test/", setup.policy, "hello", env=setup.env(), **options)
     assert result.returncode == 0, result
     assert apt.downloaded() == ["hello_1.0-1_all.deb"]
     setup.assert_evidence_went_through_the_proxy()
-    # Run with the evidence URL, once per host.  (apt itself runs it for no URL here: it looks
-    # under Acquire::rebuildgate+http::, and the repository is reached directly.)
+    assert "GET http://repo.test/./hello_1.0-1_all.deb" in setup.proxy.requests()
+    # Run once per host and method process: the repository's (for apt-get update, then for
+    # the download), each rebuilder's (with the evidence URL).
     ran = log.read_text().splitlines()
-    assert sorted(url.split("/")[2] for url in ran) == [hidden_name(setup.rb0), hidden_name(setup.rb1)], ran
-    assert all(url.startswith((setup.urls["rb0"] + "/", setup.urls["rb1"] + "/")) for url in ran)
+    hosts = sorted(url.split("/")[2] for url in ran)
+    assert hosts == sorted([hidden_name(setup.rb0), hidden_name(setup.rb1), "repo.test", "repo.test"]), ran
+    assert not any(line.startswith("GET http://127.0.0.1") for line in setup.proxy.requests())
+    assert all(url.startswith((setup.urls["rb0"] + "/", setup.urls["rb1"] + "/", "http://repo.test/")) for url in ran)
+
+
+def test_a_failing_auto_detect_fails_the_download_too(setup: Setup, apt: AptEnv) -> None:
+    """apt fails a download whose auto-detect program fails; so does the method, in one line."""
+    program, _log = detect_program(setup.world, "exit 3")
+    opts = {"Rebuildgate::Policy": str(setup.policy), "Acquire::http::Proxy-Auto-Detect": str(program)}
+    apt.sources([flat_source(setup.repo.http)])
+    result = apt.update(options=opts, env=setup.env())
+    assert f"proxy auto-detect {program} failed for http://127.0.0.1:" in result.output, result
+    assert setup.repo.server is not None and setup.repo.server.requests == []
 
 
 def test_a_failing_auto_detect_blocks_and_never_goes_direct(setup: Setup, apt: AptEnv) -> None:
-    program, log = detect_program(setup.world, "exit 7")
+    # The program answers DIRECT for the repository (so apt can download) and fails for rb0.
     # A direct connection would work for rb0 here (its name mapped to nothing, but its URL
     # on 127.0.0.1): the failure must still block.
+    program, log = detect_program(setup.world, f'case "$1" in {setup.repo.http}*) echo DIRECT ;; *) exit 7 ;; esac')
     setup.urls["rb0"] = setup.rb0.server.url
     setup.policy = setup.world.policy([setup.rb0, setup.rb1], threshold=1, urls=setup.urls)
     result = setup.download(apt, **{"Acquire::http::Proxy-Auto-Detect": str(program)})
@@ -162,4 +184,5 @@ def test_a_failing_auto_detect_blocks_and_never_goes_direct(setup: Setup, apt: A
     assert blocked_lines(result, "hello"), result
     assert f"proxy auto-detect {program} failed for {setup.rb0.server.url}: exit status 7" in result.output
     assert setup.rb0.server.requests == []
-    assert log.read_text().splitlines() == [f"{setup.rb0.server.url}/sources/hello/1.0-1/metadata"]
+    ran = [url for url in log.read_text().splitlines() if not url.startswith(setup.repo.http)]
+    assert ran == [f"{setup.rb0.server.url}/sources/hello/1.0-1/metadata"]

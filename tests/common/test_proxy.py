@@ -186,6 +186,23 @@ def test_auto_detect_names_the_proxy_and_runs_once_per_host(tmp_path) -> None:
     assert runs(program) == ["http://rb.example/sources/a/metadata", "http://rb2.example/x"]
 
 
+def test_the_downloads_proxy_is_what_auto_detect_says_and_shares_its_run(tmp_path) -> None:
+    """auto_detected() is the ``Proxy`` field apt gives its http method: the
+    program's answer (DIRECT included), None without a program or when the
+    host has its own setting (the http method reads that itself)."""
+    program = script(tmp_path, 'case "$1" in http://direct.example/*) echo DIRECT ;; *) echo ' + P2 + ' ;; esac')
+    choice = apt_tree({"Acquire::http::Proxy-Auto-Detect": str(program), "Acquire::http::Proxy::own.example": P3})
+    assert choice.auto_detected("http://repo.example/pool/a.deb") == P2
+    assert choice.for_url("http://repo.example/sources/a/metadata") == P2  # evidence from the same host
+    assert choice.auto_detected("http://direct.example/pool/b.deb") == "DIRECT"
+    assert choice.auto_detected("http://own.example/pool/c.deb") is None
+    assert runs(program) == ["http://repo.example/pool/a.deb", "http://direct.example/pool/b.deb"]
+    assert apt_tree({"Acquire::http::Proxy": P1}).auto_detected("http://repo.example/a.deb") is None
+    failing = apt_tree({"Acquire::http::Proxy-Auto-Detect": str(script(tmp_path, "exit 4", "failing"))})
+    with pytest.raises(FetchError, match="exit status 4"):
+        failing.auto_detected("http://repo.example/a.deb")
+
+
 def test_auto_detect_direct(tmp_path) -> None:
     program = script(tmp_path, "echo DIRECT")
     choice = apt_tree({"Acquire::http::Proxy-Auto-Detect": str(program), "Acquire::http::Proxy": P1})
