@@ -41,9 +41,12 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, TextIO
+from typing import TYPE_CHECKING, Mapping, TextIO
 
 from . import jsonhook
+
+if TYPE_CHECKING:
+    from rebuildgate.proxy import ProxyChoice
 
 EXIT_OK = 0
 #: Blocked: apt stops.  Distinct from Python's 1 so that the launcher can
@@ -73,7 +76,7 @@ class Settings:
 
     policy: Path | None
     debug: bool
-    proxy: str | None
+    proxy: "ProxyChoice"  # apt's proxy settings, applied per evidence URL
     deadline: float | None  # Rebuildgate::Prompt::Deadline; None: the policy's own bound
 
 

@@ -31,6 +31,7 @@ from typing import Sequence
 from .fetch import EvidenceMissing, EvidenceSource, FetchError, make_transport
 from .model import Artifact
 from .policy import Policy
+from .proxy import ProxyArg
 
 #: Seconds to wait for the cache writes queued when the fetching is done.
 FLUSH = 10.0
@@ -57,7 +58,7 @@ class WarmUpReport:
                 + (f"; {self.expired_removed} expired cache entries removed" if self.expired_removed else ""))
 
 
-def warm_cache(policy: Policy, artifacts: Sequence[Artifact], proxy: str | None = None) -> WarmUpReport:
+def warm_cache(policy: Policy, artifacts: Sequence[Artifact], proxy: ProxyArg = None) -> WarmUpReport:
     """Fetch the documents each governing rebuilder has for *artifacts* into the cache.
 
     Only packages the policy gates are fetched for, and only from the
