@@ -300,16 +300,23 @@ def test_removal_is_never_blocked(world: World, sandbox_dir: Path) -> None:
     assert sandbox.installed() == set()
 
 
-def test_evidence_is_fetched_through_dnfs_proxy(world: World, sandbox_dir: Path, forward_proxy) -> None:
-    """Qubes templates reach the network only through dnf's proxy.  The
-    rebuilder is named rb1.rebuilders.test, which only our forward proxy
-    resolves; every request it answered came through that proxy."""
+def _behind_the_proxy(world: World, sandbox_dir: Path, forward_proxy):
+    """rb1 named rb1.rebuilders.test, which only our forward proxy resolves; a sandbox whose policy says so.
+    Returns (rb1, how many requests it had answered before, the sandbox)."""
     rb1 = world.rebuilders[0]
     assert rb1.server is not None
     forward_proxy.map("rb1.rebuilders.test", rb1.server.port)
     before = len(rb1.server.requests)
     sandbox = world.sandbox(sandbox_dir)
     world.policy(sandbox.policy, threshold=1, rebuilders=["rb1"], urls={"rb1": "http://rb1.rebuilders.test"})
+    return rb1, before, sandbox
+
+
+def test_evidence_is_fetched_through_dnfs_proxy(world: World, sandbox_dir: Path, forward_proxy) -> None:
+    """Qubes templates reach the network only through dnf's proxy.  The
+    rebuilder is named rb1.rebuilders.test, which only our forward proxy
+    resolves; every request it answered came through that proxy."""
+    rb1, before, sandbox = _behind_the_proxy(world, sandbox_dir, forward_proxy)
     result = sandbox.run("install", "hello", setopts=[f"proxy={forward_proxy.url}"])
     assert result.returncode == 0, result
     served = rb1.server.requests[before:]
@@ -320,12 +327,7 @@ def test_evidence_is_fetched_through_dnfs_proxy(world: World, sandbox_dir: Path,
 
 def test_without_dnfs_proxy_the_hidden_rebuilder_is_unreachable_and_blocks(world: World, sandbox_dir: Path,
                                                                           forward_proxy) -> None:
-    rb1 = world.rebuilders[0]
-    assert rb1.server is not None
-    forward_proxy.map("rb1.rebuilders.test", rb1.server.port)
-    before = len(rb1.server.requests)
-    sandbox = world.sandbox(sandbox_dir)
-    world.policy(sandbox.policy, threshold=1, rebuilders=["rb1"], urls={"rb1": "http://rb1.rebuilders.test"})
+    rb1, before, sandbox = _behind_the_proxy(world, sandbox_dir, forward_proxy)
     since = len(world.repo_server.requests)
     result = sandbox.run("install", "hello")
     assert_blocked_before_download(result, sandbox, world, since, "hello")

@@ -23,6 +23,8 @@ from typing import Callable
 
 from hypothesis import HealthCheck, settings
 
+from tests.support.server import end_connections
+
 REPO = Path(__file__).resolve().parents[2]
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 PYTHON = str(VENV_PYTHON if VENV_PYTHON.exists() else Path(sys.executable))
@@ -114,12 +116,7 @@ class RawServer:
             pass
         with self._lock:
             conns = list(self._conns)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
+        end_connections(conns, close=True)
 
 
 def slow_headers(conn: socket.socket, stopping: threading.Event) -> None:

@@ -21,6 +21,8 @@ import threading
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from tests.support.server import end_connections
+
 _MAX_HEAD = 64 * 1024
 
 
@@ -183,11 +185,7 @@ class ForwardProxy:
         self._server.shutdown()
         with self._lock:
             conns = list(self._conns)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        end_connections(conns)
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(5)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 from urllib.parse import unquote, urlsplit
 
 _JUNK = bytes(range(256)) * 256  # 64 KiB, reused: big bodies are generated
@@ -265,6 +265,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
 
 
+def end_connections(conns: Iterable[socket.socket], close: bool = False) -> None:
+    """Shut every connection down both ways (a client blocked on it wakes up), and close it if asked."""
+    for conn in conns:
+        try:
+            conn.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        if close:
+            conn.close()
+
+
 def _target(raw: str) -> str:
     """Path and query of a request target: origin-form (`/a?b`) as is, the
     absolute form a client sends to a proxy (`http://host/a?b`) reduced to
@@ -332,11 +343,7 @@ class RebuilderServer:
         self._httpd.shutdown()
         with self._lock:
             connections = dict(self._connections)
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        end_connections(connections)
         deadline = time.monotonic() + timeout
         for thread in connections.values():
             thread.join(max(0.0, deadline - time.monotonic()))
