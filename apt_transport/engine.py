@@ -21,6 +21,8 @@ from rebuildgate.policy import load_policy
 from rebuildgate.proxy import ProxyArg
 from rebuildgate.verify import Verifier
 
+from .aptrun import adopt_trips, run_key
+
 
 @dataclass
 class Engine:
@@ -53,6 +55,9 @@ def load_engine(policy_path: Path | None, proxy: ProxyArg) -> Engine:
                       policy_path=policy.path)
     problem = verifier.open_decision_log()  # as root, before the drop
     verifier.prepare()  # halt feeds read and their state saved as root, before the drop
+    # Rebuilders an earlier process of this apt run stopped asking (before any job starts:
+    # the budgets are the fetcher's loop's alone once it verifies).
+    adopt_trips(verifier, policy.fetch.cache_dir, run_key())
     return Engine(verifier, None, [one_line(f"rebuildgate: {problem}")] if problem else [], policy.path)
 
 

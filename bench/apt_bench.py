@@ -177,18 +177,18 @@ class Bench:
             self.envs[mode] = env
         return self.envs[mode]
 
-    def prompt_env(self, policy: Path) -> AptEnv:
+    def prompt_env(self, policy: Path, key: str = "prompt") -> AptEnv:
         """A private apt with the pre-prompt hook (and the method), indexes fetched once;
         the hook reads the policy from apt's configuration files (it sees no -o options)."""
-        if "prompt" not in self.envs:
-            env = AptEnv(self.base / "apt-prompt", prompt=True)
+        if key not in self.envs:
+            env = AptEnv(self.base / f"apt-{key}", prompt=True)
             env.sources([flat_source(self.repo.http, "rebuildgate+")])
             (env.etc / "apt.conf.d" / "rebuildgate-bench").write_text(f'Rebuildgate::Policy "{policy}";\n')
             result = env.update()
             if result.returncode != 0:
                 raise RuntimeError(f"apt-get update failed for the hook:\n{result}")
-            self.envs["prompt"] = env
-        return self.envs["prompt"]
+            self.envs[key] = env
+        return self.envs[key]
 
     def time_with_prompt(self, count: int, policy: Path, cache: Path,
                          options: dict[str, str]) -> dict[str, tuple[float, str | None]]:
@@ -263,13 +263,18 @@ class Bench:
         return sum(rb.server.requests() for rb in self.rebuilders)  # type: ignore[union-attr]
 
     def time_alternating(self, count: int, modes: dict[str, tuple[Path, dict | None]],
-                         options: dict[str, str]) -> dict[str, tuple[float, str | None]]:
-        """Median wall time of each mode (policy, hostile settings for rb5), runs alternated."""
-        env = self.env("rebuildgate")
+                         options: dict[str, str], env: AptEnv | None = None,
+                         cache: Path | None = None) -> dict[str, tuple[float, str | None]]:
+        """Median wall time of each mode (policy, hostile settings for rb5), runs alternated;
+        *env* (default: the method alone), *cache* emptied before every run."""
+        env = env or self.env("rebuildgate")
         honest = self.rebuilders[0].server.latency
 
         def setup(policy: Path, hostile: dict | None):
             def prepare() -> tuple[AptEnv, dict[str, str]]:
+                if cache is not None:
+                    shutil.rmtree(cache, ignore_errors=True)
+                    cache.mkdir(mode=0o755)
                 how = hostile or {}
                 self.rebuilders[4].server.hostile(how.get("latency", honest), how.get("bogus", 0))
                 return env, {"Rebuildgate::Policy": str(policy), **options}
@@ -291,24 +296,31 @@ HOSTILE_MODES: dict[str, dict | None] = {
 }
 
 
-def hostile_table(bench: "Bench", latencies: list[float], options: dict[str, str]) -> list[tuple]:
-    """The 200-package (or largest) transaction, N = 5, M = 3, with each HOSTILE_MODES behaviour of rb5."""
+def hostile_table(bench: "Bench", latencies: list[float], options: dict[str, str], hook: bool = False) -> list[tuple]:
+    """The 200-package (or largest) transaction, N = 5, M = 3, with each HOSTILE_MODES behaviour of rb5;
+    *hook*: through the pre-prompt hook and the method (an evidence cache emptied before every run),
+    else the method alone."""
     count = len(bench.packages)
-    policy = bench.world.policy(bench.rebuilders, 3, name="policy-hostile.toml",
-                                fetch={"connect_timeout": 3.0, "read_timeout": 3.0, "deadline": HOSTILE_DEADLINE})
+    cache = bench.base / "hostile-cache" if hook else None
+    fetch = {"connect_timeout": 3.0, "read_timeout": 3.0, "deadline": HOSTILE_DEADLINE}
+    fetch.update({"cache_dir": str(cache)} if cache else {})
+    policy = bench.world.policy(bench.rebuilders, 3, name=f"policy-hostile{'-hook' if hook else ''}.toml", fetch=fetch)
+    env = bench.prompt_env(policy, "prompt-hostile") if hook else None
     rows = []
     for latency in latencies:
         bench.set_latency(latency)
-        got = bench.time_alternating(count, {mode: (policy, how) for mode, how in HOSTILE_MODES.items()}, options)
+        got = bench.time_alternating(count, {mode: (policy, how) for mode, how in HOSTILE_MODES.items()}, options,
+                                     env=env, cache=cache)
         rows.append((count, latency, got))
         print(f"  {count} pkgs N=5 M=3 latency={latency * 1000:.0f}ms: " + "  ".join(
             f"{mode}: {_fmt(secs)}s" + (f" ({err})" if err else "") for mode, (secs, err) in got.items()), flush=True)
     return rows
 
 
-def _print_hostile(rows: list[tuple], repeats: int) -> None:
+def _print_hostile(rows: list[tuple], repeats: int, hook: bool = False) -> None:
     print(f"\nOne hostile rebuilder of 5: median wall time of `apt-get install --download-only` through "
-          f"rebuildgate+http ({repeats} runs per cell, columns alternated), M = 3, deadline {HOSTILE_DEADLINE:g} s")
+          f"rebuildgate+http{' with the pre-prompt hook' if hook else ' (the method alone)'} "
+          f"({repeats} runs per cell, columns alternated), M = 3, deadline {HOSTILE_DEADLINE:g} s")
     modes = list(HOSTILE_MODES)
     print("| pkgs | honest latency | " + " | ".join(f"rb5: {m}" for m in modes) + " |")
     print("|---:|---:|" + "---:|" * len(modes))
@@ -332,6 +344,8 @@ def main() -> int:
                         help="apt's Acquire::Max-Pipeline-Depth for every method (apt's default: 10)")
     parser.add_argument("--hostile", action="store_true", help="also the hostile-rebuilder table")
     parser.add_argument("--hostile-only", action="store_true", help="only the hostile-rebuilder table")
+    parser.add_argument("--hostile-hook", action="store_true",
+                        help="the hostile-rebuilder table through the pre-prompt hook + method as well")
     parser.add_argument("--prompt-only", action="store_true",
                         help="only the pre-prompt hook table (http, method alone, hook + method; N = 5)")
     args = parser.parse_args()
@@ -339,6 +353,8 @@ def main() -> int:
     sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else [20] if args.quick else [20, 200]
     wanted_n = {int(x) for x in args.rebuilders.split(",")}
     latencies = [int(x) / 1000 for x in args.latencies.split(",")]
+    if args.hostile_hook:
+        args.hostile_only = args.hostile_only or not args.hostile
     if args.hostile_only:
         args.no_intoto = True
         sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else [200]
@@ -357,11 +373,14 @@ def main() -> int:
     gpg = None
     rows: list[tuple] = []
     hostile_rows: list[tuple] = []
+    hostile_hook_rows: list[tuple] = []
     prompt_rows: list[tuple] = []
     try:
         apt_opts = {"Acquire::Max-Pipeline-Depth": str(args.pipeline_depth)} if args.pipeline_depth else {}
         if args.hostile or args.hostile_only:
             hostile_rows = hostile_table(bench, latencies, apt_opts)
+        if args.hostile_hook:
+            hostile_hook_rows = hostile_table(bench, latencies, apt_opts, hook=True)
         if args.prompt_only:
             prompt_rows = prompt_table(bench, sizes, latencies, apt_opts)
         if args.hostile_only or args.prompt_only:
@@ -398,6 +417,8 @@ def main() -> int:
         _print_table(rows, repeats, intoto_problem)
     if hostile_rows:
         _print_hostile(hostile_rows, repeats)
+    if hostile_hook_rows:
+        _print_hostile(hostile_hook_rows, repeats, hook=True)
     if prompt_rows:
         _print_prompt(prompt_rows, repeats)
     return 0

@@ -27,6 +27,13 @@ slowed by this: a budget only ever removes one rebuilder's later votes.
 
 The accounts are plain bookkeeping, touched on the fetcher's event loop
 only; :class:`~rebuildgate.fetch.Transport` does the timing and cancelling.
+
+A run may span processes: one ``apt-get install`` runs the pre-prompt
+hook, the method and the pre-install hook.  :meth:`Budgets.tripped` and
+:meth:`Budgets.adopt` hand the origins not to be asked again from one to
+the next (``rebuildgate.apt.aptrun``), so a slow rebuilder costs one
+apt run its half-deadline once, not once per process.  Adopting can only
+remove later votes of that origin, never add one.
 """
 
 from __future__ import annotations
@@ -98,6 +105,15 @@ class Budgets:
             origin, RebuilderOverBudget, f"{origin} sent {account.costly} documents that took more than "
                                          f"{COSTLY_CPU * 1000:g} ms of CPU each to check and did not verify; "
                                          "not asked again in this run")
+
+    def tripped(self) -> dict[str, str]:
+        """Every origin not asked again, with its reason (for the next process of this run)."""
+        return {origin: account.tripped[1] for origin, account in self._accounts.items()
+                if account.tripped is not None}
+
+    def adopt(self, origin: str, reason: str) -> None:
+        """Do not ask *origin* in this run: an earlier process of the run tripped it for *reason*."""
+        self._trip(origin, RebuilderOverBudget, reason)
 
     def _account(self, origin: str) -> _Account:
         account = self._accounts.get(origin)

@@ -46,3 +46,19 @@ def test_only_costly_failed_checks_count() -> None:
     assert isinstance(error, RebuilderOverBudget) and error.kind == "slow"
     assert "3 documents that took more than 50 ms of CPU each to check and did not verify" in str(error)
     assert str(b.refusal("rb.example")) == str(error)
+
+
+def test_trips_are_handed_on_and_adopted() -> None:
+    """What one process of a run stopped asking, the next adopts: refused at once, with the reason."""
+    first = Budgets(deadline=2.0)
+    for _ in range(3):
+        first.slow_answer("rb5.example")
+    first.slow_answer("rb1.example")  # one slow answer trips nothing
+    handed = first.tripped()
+    assert list(handed) == ["rb5.example"] and "slower than half the deadline" in handed["rb5.example"]
+    second = Budgets(deadline=2.0)
+    assert second.refusal("rb5.example") is None
+    second.adopt("rb5.example", handed["rb5.example"])
+    refusal = second.refusal("rb5.example")
+    assert isinstance(refusal, RebuilderOverBudget) and str(refusal) == handed["rb5.example"]
+    assert second.refusal("rb1.example") is None and second.tripped() == handed

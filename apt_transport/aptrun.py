@@ -1,0 +1,159 @@
+"""One apt run, several processes: what the first learned about slow rebuilders, the next ones reuse.
+
+``apt-get install`` runs the pre-prompt hook, then the method for the
+downloads, then the pre-install hook, each a process of its own with its
+own fetcher.  A rebuilder that answers just before the deadline trips the
+fetcher's budget (:mod:`rebuildgate.budget`) after half a deadline, and
+without this each process would pay that half-deadline again.  So the
+pre-prompt hook, which runs as root, leaves the origins it stopped asking
+in ``<cache_dir>/apt-run-<apt's pid>-<its start time>.trips`` and the
+later processes of the same apt run (the same apt process, found by
+walking up the process tree) adopt them.
+
+This can only cost votes, never add one: an adopted origin is not asked,
+its documents already in the evidence cache are still verified as usual.
+A file is used only if it is a regular file owned by root in the cache
+directory the cache itself trusts, small, and well formed; anything else
+is ignored (the process then finds out for itself).  Files of runs over an
+hour old are removed by the next hook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from pathlib import Path
+
+#: apt's front ends whose run the hooks and the method share.
+APT_PROGRAMS = ("apt-get", "apt")
+MAX_BYTES = 64 * 1024
+MAX_ORIGINS = 64
+MAX_AGE = 3600
+SUFFIX = ".trips"
+PREFIX = "apt-run-"
+
+
+def run_key(pid: int | None = None, depth: int = 8) -> str | None:
+    """``<pid>-<start time>`` of the apt process this one runs under, or None."""
+    current = os.getppid() if pid is None else pid
+    for _ in range(depth):
+        if current <= 1:
+            return None
+        fields = _stat(current)
+        if fields is None:
+            return None
+        comm, ppid, started = fields
+        if comm in APT_PROGRAMS:
+            return f"{current}-{started}"
+        current = ppid
+    return None
+
+
+def _stat(pid: int) -> tuple[str, int, str] | None:
+    """(command name, parent pid, start time) from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read(4096).decode("utf-8", "replace")
+    except OSError:
+        return None
+    left, right = raw.find("("), raw.rfind(")")
+    rest = raw[right + 2:].split()
+    if left < 0 or right < left or len(rest) < 20:
+        return None
+    try:
+        return raw[left + 1:right], int(rest[1]), rest[19]
+    except ValueError:
+        return None
+
+
+def _path(cache_dir: Path, key: str) -> Path:
+    return Path(cache_dir) / f"{PREFIX}{key}{SUFFIX}"
+
+
+def save_trips(cache_dir: Path | None, key: str | None, trips: dict[str, str]) -> None:
+    """Leave *trips* (origin -> reason) for the later processes of run *key*; best effort, root only."""
+    if cache_dir is None or key is None or os.geteuid() != 0:
+        return
+    from rebuildgate.atomic import write_atomic
+
+    try:
+        _sweep(Path(cache_dir))
+        if trips:
+            body = json.dumps(dict(list(trips.items())[:MAX_ORIGINS]), sort_keys=True).encode()
+            write_atomic(_path(cache_dir, key), body[:MAX_BYTES], mode=0o644, durable=False)
+    except OSError:
+        pass  # the later processes find out for themselves
+
+
+def load_trips(cache_dir: Path | None, key: str | None) -> dict[str, str]:
+    """What an earlier process of run *key* left, or nothing."""
+    if cache_dir is None or key is None:
+        return {}
+    from rebuildgate.cache import directory_problem
+
+    try:
+        if directory_problem(os.stat(cache_dir)) is not None:
+            return {}
+        fd = os.open(_path(cache_dir, key), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return {}
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_size > MAX_BYTES:
+            return {}
+        data = os.read(fd, MAX_BYTES + 1)
+    except OSError:
+        return {}
+    finally:
+        os.close(fd)
+    try:
+        trips = json.loads(data)
+    except ValueError:
+        return {}
+    if not isinstance(trips, dict) or len(trips) > MAX_ORIGINS:
+        return {}
+    return {k: v for k, v in trips.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def adopt_trips(verifier, cache_dir: Path | None, key: str | None) -> int:  # noqa: ANN001 - Verifier
+    """Make *verifier* skip the origins an earlier process of this apt run stopped asking; how many."""
+    trips = load_trips(cache_dir, key)
+    if trips:
+        budgets = verifier.transport.budgets
+
+        async def adopt() -> None:  # the budgets belong to the fetcher's loop
+            for origin, reason in trips.items():
+                budgets.adopt(origin, f"{reason[:300]} (found by an earlier check of this apt run)")
+
+        try:
+            verifier.transport.run(adopt()).result(timeout=5)
+        except Exception:  # noqa: BLE001 - not adopted: this process finds out for itself
+            return 0
+    return len(trips)
+
+
+def tripped(verifier) -> dict[str, str]:  # noqa: ANN001 - Verifier
+    """The origins *verifier*'s fetcher stopped asking, read on its loop."""
+    budgets = verifier.transport.budgets
+
+    async def read() -> dict[str, str]:
+        return budgets.tripped()
+
+    try:
+        return verifier.transport.run(read()).result(timeout=5)
+    except Exception:  # noqa: BLE001 - nothing handed on: the later processes find out for themselves
+        return {}
+
+
+def _sweep(directory: Path) -> None:
+    cutoff = time.time() - MAX_AGE
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.startswith(PREFIX) and entry.name.endswith(SUFFIX):
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(entry.path)
+                except OSError:
+                    continue
