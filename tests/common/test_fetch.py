@@ -353,3 +353,72 @@ def test_flush_cache_waits_for_the_writes_a_short_lived_process_would_lose(serve
         assert served.requests == ["/doc"]
     finally:
         again.close()
+
+
+def _warm(tmp_path: Path, served, names: list[str]):
+    from rebuildgate.cache import DocumentCache
+    cache = DocumentCache(tmp_path / "cache", ttl=60, max_bytes=1024)
+    for name in names:
+        (served.root / name).write_bytes(b"served " + name.encode())
+        cache.put(f"{served.url}/{name}", b"cached " + name.encode())
+    return cache
+
+
+def test_cache_reads_asked_together_are_one_blocking_call_off_the_loop(tmp_path, served, monkeypatch) -> None:
+    """The reads the jobs ask for in one turn of the loop go to one worker in
+    one call (not one hand-off each), never on the loop thread."""
+    import asyncio
+    import threading
+
+    names = [f"doc{i}" for i in range(6)]
+    cache = _warm(tmp_path, served, names)
+    calls: list[tuple[str, list[str]]] = []
+    real = cache.get_many
+    monkeypatch.setattr(cache, "get_many", lambda urls: calls.append((threading.current_thread().name, urls))
+                        or real(urls))
+    t = Transport(SETTINGS, cache=cache)
+    try:
+        urls = [f"{served.url}/{name}" for name in names]
+
+        async def all_of_them() -> tuple[list[bytes], str]:
+            deadline = time.monotonic() + 2
+            bodies = await asyncio.gather(*(t.fetch(url, deadline) for url in urls))
+            return list(bodies), threading.current_thread().name
+
+        bodies, loop_thread = t.wait(all_of_them(), time.monotonic() + 2)
+        assert bodies == [b"cached " + name.encode() for name in names]
+        assert all(t.came_from_cache(url) for url in urls)
+        assert served.requests == []
+        assert [asked for _thread, asked in calls] == [urls]
+        assert calls[0][0].startswith("rbg-blocking") and calls[0][0] != loop_thread
+    finally:
+        t.close()
+
+
+def test_a_hanging_cache_read_costs_a_quarter_of_the_time_left_then_the_cache_is_off(
+        tmp_path, served, monkeypatch, caplog) -> None:
+    """A batch read stuck in the disk (a network file system) is a miss for
+    every job waiting on it after a quarter of its time left, the rebuilder
+    answers instead, and the cache is not read again in this run."""
+    import threading
+
+    cache = _warm(tmp_path, served, ["a", "b"])
+    stuck = threading.Event()
+    calls: list[list[str]] = []
+    monkeypatch.setattr(cache, "get_many", lambda urls: calls.append(urls) or stuck.wait(30) or [None] * len(urls))
+    t = Transport(SETTINGS, cache=cache)
+    try:
+        started = time.monotonic()
+        assert t.get(f"{served.url}/a", started + 2.0) == b"served a"
+        took = time.monotonic() - started
+        assert 0.4 <= took < 1.5, took  # a quarter of the 2 s left, then the request
+        assert not t.came_from_cache(f"{served.url}/a")
+        assert "not used for the rest of this run" in caplog.text
+        started = time.monotonic()
+        assert t.get(f"{served.url}/b", started + 2.0) == b"served b"
+        assert time.monotonic() - started < 0.4  # not waiting on the cache again
+        assert calls == [[f"{served.url}/a"]]
+        assert served.requests == ["/a", "/b"]
+    finally:
+        stuck.set()
+        t.close()
