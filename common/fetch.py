@@ -100,6 +100,53 @@ class _EventLoop:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._inbox: list[tuple[Any, tuple]] = []  # calls posted by other threads (see post)
+        self._inbox_lock = threading.Lock()
+
+    def post(self, fn: Any, *args: Any) -> None:
+        """Call ``fn(*args)`` on the loop soon; callable from any thread.
+
+        ``call_soon_threadsafe`` wakes the loop (a write to its self-pipe)
+        for every call; here only the first call posted since the loop last
+        emptied the inbox does, the others ride along.  Worker threads hand
+        back an answer per document, most of them while the loop is busy
+        with the one before.  Nothing is called once the loop is closed.
+        """
+        with self._inbox_lock:
+            self._inbox.append((fn, args))
+            if len(self._inbox) > 1:
+                return
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the loop has not started")
+        loop.call_soon_threadsafe(self._empty_inbox)
+
+    def _empty_inbox(self) -> None:
+        with self._inbox_lock:
+            calls, self._inbox = self._inbox, []
+        for fn, args in calls:
+            try:
+                fn(*args)
+            except Exception as e:  # noqa: BLE001 - one failing call must not drop the others
+                log.debug("rebuildgate: %r failed on the loop: %r", fn, e)
+
+    def future(self, work: "Future[Any]") -> "asyncio.Future[Any]":
+        """An asyncio future (on the loop, which must be running) for a worker's concurrent *work*.
+
+        Like :func:`asyncio.wrap_future`, cancelling it cancels *work*
+        (if it has not started); its answer comes through :meth:`post`.
+        """
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def done(work: "Future[Any]") -> None:  # on the worker (or here, if it is done already)
+            try:
+                self.post(_copy_state, work, fut)
+            except RuntimeError:  # the loop is closed: nobody waits for it any more
+                pass
+
+        fut.add_done_callback(lambda f: work.cancel() if f.cancelled() else None)
+        work.add_done_callback(done)
+        return fut
 
     def loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -612,6 +659,20 @@ def _hand_out(waiters: list[tuple[str, "asyncio.Future[Any]"]], work: "Future[li
             fut.set_result(answer)
 
 
+def _copy_state(work: "Future[Any]", fut: "asyncio.Future[Any]") -> None:
+    """Give *fut* (on the loop) the outcome of the concurrent *work*, unless it was cancelled meanwhile."""
+    if fut.done():
+        return
+    if work.cancelled():
+        fut.cancel()
+        return
+    error = work.exception()
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(work.result())
+
+
 def _buffered(reader: asyncio.StreamReader) -> int:
     """Bytes received and not yet read.  StreamReader has no public call for
     it; its buffer has been ``_buffer`` (a bytearray) since asyncio began."""
@@ -729,6 +790,11 @@ class Transport:
     def run(self, coro: Any) -> "Future[Any]":
         """Start *coro* on this Transport's loop; a concurrent Future for its result."""
         return self._io.submit(coro)
+
+    def on_loop(self, work: "Future[Any]") -> "asyncio.Future[Any]":
+        """Await a worker thread's *work* on the loop (:func:`asyncio.wrap_future`,
+        with one wake-up of the loop for the answers that come together)."""
+        return self._io.future(work)
 
     def get(self, url: str, deadline: float, root: str | None = None, use_cache: bool = True) -> bytes:
         """Blocking :meth:`fetch`, for threads other than the loop's."""
@@ -965,14 +1031,13 @@ class Transport:
         (bench/core_bench.py).
         """
         batch, self._cache_batch = [r for r in self._cache_batch if not r[1].done()], []
-        loop = asyncio.get_running_loop()
         for i in range(0, len(batch), CACHE_BATCH):
             part = batch[i:i + CACHE_BATCH]
             work = self._blocking.submit(cache.get_many, [url for url, _ in part])
 
             def answered(work: "Future[list[bytes | None]]", part: list = part) -> None:  # on the worker
                 try:
-                    loop.call_soon_threadsafe(_hand_out, part, work)
+                    self._io.post(_hand_out, part, work)
                 except RuntimeError:  # the loop is closed: nobody is waiting any more
                     pass
 
@@ -981,7 +1046,7 @@ class Transport:
     async def _blocking_call(self, fn: Any, url: str, root: str | None, deadline: float) -> bytes:
         try:
             async with asyncio.timeout_at(deadline):
-                return await asyncio.wrap_future(self._blocking.submit(fn, url, root))
+                return await self._io.future(self._blocking.submit(fn, url, root))
         except TimeoutError:
             raise _Timeout(f"reading {url[len('file://'):]} took longer than the deadline") from None
 

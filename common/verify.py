@@ -371,7 +371,7 @@ class Verifier:
         # another core while this loop goes on reading answers.  Each
         # rebuilder's checks queue apart, served in turn, so one rebuilder's
         # costly documents never hold up another's.
-        outcomes = await asyncio.wrap_future(self._checkers.submit(
+        outcomes = await self.transport.on_loop(self._checkers.submit(
             rebuilder.name, lambda: [self._check(source, doc.url, doc.body) for doc in documents]))
         for outcome, cpu in outcomes:
             if isinstance(outcome, SignedLink):

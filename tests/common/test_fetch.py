@@ -422,3 +422,56 @@ def test_a_hanging_cache_read_costs_a_quarter_of_the_time_left_then_the_cache_is
     finally:
         stuck.set()
         t.close()
+
+
+def test_answers_from_worker_threads_that_come_together_wake_the_loop_once() -> None:
+    """Transport.on_loop: each worker answer reaches its awaiting coroutine
+    (result, exception or cancellation), and the answers posted while the
+    loop was busy share one wake-up instead of a self-pipe write each."""
+    import asyncio
+    import threading
+    from concurrent.futures import Future
+
+    from rebuildgate.pool import DaemonPool
+
+    t = Transport(SETTINGS)
+    pool = DaemonPool(1, "test-inbox")
+    try:
+        async def scenario() -> tuple[list, int, bool, bool]:
+            loop = asyncio.get_running_loop()
+            wakeups = 0
+            real = loop.call_soon_threadsafe
+
+            def counted(*args, **kwargs):
+                nonlocal wakeups
+                wakeups += 1
+                return real(*args, **kwargs)
+
+            loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+            works: list[Future] = [Future() for _ in range(50)]
+            waiting = [t.on_loop(w) for w in works]
+            answerer = threading.Thread(target=lambda: [w.set_exception(ValueError(i)) if i == 7 else w.set_result(i)
+                                                        for i, w in enumerate(works)])
+            answerer.start()
+            answerer.join()  # the loop is held here: every answer arrives while it is busy
+            got = await asyncio.gather(*waiting, return_exceptions=True)
+            loop.call_soon_threadsafe = real  # type: ignore[method-assign]
+            # A queued work whose awaiting future is cancelled never runs.
+            gate, ran = threading.Event(), threading.Event()
+            blocker = pool.submit(gate.wait, 5)
+            queued = pool.submit(ran.set)
+            waiter = t.on_loop(queued)
+            waiter.cancel()
+            await asyncio.sleep(0)  # the cancellation reaches the work on the loop's next turn
+            gate.set()
+            await t.on_loop(blocker)
+            return got, wakeups, queued.cancelled(), ran.is_set()
+
+        got, wakeups, cancelled, ran = t.wait(scenario(), time.monotonic() + 5)
+        assert [g for i, g in enumerate(got) if i != 7] == [i for i in range(50) if i != 7]
+        assert isinstance(got[7], ValueError) and got[7].args == (7,)
+        assert wakeups == 1  # 50 answers, one wake-up
+        assert cancelled and not ran
+    finally:
+        pool.shutdown()
+        t.close()
