@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import Future, wait
+from concurrent.futures import ALL_COMPLETED, Future, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -120,14 +120,15 @@ class PendingVerdict:
         only matter if the fetcher itself were stuck, and then the verdict
         still comes, blocking, in bounded time.
         """
-        if self._running is None:
-            return
-        while not self._running.done():
-            now = time.monotonic()
-            waiting = [j for j in self._jobs if j.report is None and now < self._limit(j)]
-            if not waiting:
-                return
-            wait([self._running], timeout=min(max(self._limit(j) for j in waiting) - now, 1.0))
+        while (until := self._waiting_until()) is not None:
+            wait([self._running], timeout=min(until - time.monotonic(), 1.0))
+
+    def _waiting_until(self) -> float | None:
+        """Until when :meth:`_wait` would still wait now (None: it would not)."""
+        if self._running is None or self._running.done():
+            return None
+        now = time.monotonic()
+        return max((limit for j in self._jobs if j.report is None and now < (limit := self._limit(j))), default=None)
 
     def add_done_callback(self, fn: Callable[[], None]) -> None:
         """Call *fn* once every job has ended (at once if they have).
@@ -295,8 +296,20 @@ class Verifier:
         return self._finish(failed(artifact, rule, problem))
 
     def verify_many(self, artifacts: Sequence[Artifact]) -> list[Verdict]:
-        """Verify a whole transaction; the order of verdicts is the order given."""
+        """Verify a whole transaction; the order of verdicts is the order given.
+
+        The calling thread sleeps until every artifact's jobs have ended (or
+        passed their limits, as :meth:`PendingVerdict.result` waits), then
+        concludes them all: woken once, not once per artifact while the
+        fetcher's loop and the checkers still need the interpreter.
+        """
         pending = [self.submit(a) for a in artifacts]
+        while True:
+            limits = [(p._running, until) for p in pending if (until := p._waiting_until()) is not None]
+            if not limits:
+                break
+            wait([running for running, _ in limits],
+                 timeout=min(max(until for _, until in limits) - time.monotonic(), 1.0), return_when=ALL_COMPLETED)
         return [p.result() for p in pending]
 
     async def _gather(self, artifact: Artifact, rebuilders: Sequence[Rebuilder], jobs: list[_Job]) -> None:

@@ -409,3 +409,22 @@ def test_inputs_give_the_verdict_again_without_fetching_or_logging(world, tmp_pa
     assert relaxed.accepted and relaxed.vote_count == 2
     assert sum(len(rb.server.requests) for rb in rbs) == asked == 3
     assert len((tmp_path / "inputs.log").read_text().splitlines()) == 1  # result() logged its verdict
+
+
+def test_verify_many_sleeps_once_for_the_whole_batch_and_logs_each_verdict(world, tmp_path, monkeypatch) -> None:
+    """The calling thread is not woken per package while the fetcher works
+    (each wake-up was one more thread wanting the interpreter): it waits for
+    the whole batch, then gives every verdict, in order, one log line each."""
+    import rebuildgate.verify as verify_mod
+
+    rbs, policy = world(3, threshold=2, log=tmp_path / "decisions.log")
+    arts = attested(rbs, 20)
+    waits: list[int] = []
+    real = verify_mod.wait
+    monkeypatch.setattr(verify_mod, "wait", lambda fs, **kw: waits.append(len(fs)) or real(fs, **kw))
+    verdicts = verify(policy, *arts)
+    assert [v.artifact.filename for v in verdicts] == [a.filename for a in arts]
+    assert all(v.accepted for v in verdicts), [v.reason for v in verdicts if not v.accepted]
+    assert waits and waits[0] == 20 and len(waits) <= 2, waits  # all 20 at once (a second call if > 1 s)
+    lines = [json.loads(line) for line in (tmp_path / "decisions.log").read_text().splitlines()]
+    assert [line["artifact"] for line in lines] == [a.filename for a in arts]
