@@ -15,7 +15,9 @@ symlinks and without waiting for a writer (a FIFO opens at once and is then
 refused), and anything larger than ``max_bytes`` is refused from its size
 before a byte is read.  :meth:`DocumentCache.get` still touches the disk,
 which may hang (a network file system), so the fetcher calls it on a
-worker thread, never on its event loop, and bounds the wait.
+worker thread, never on its event loop, and bounds the wait; the reads its
+jobs ask for together go to one worker in one call
+(:meth:`DocumentCache.get_many`).
 
 The directory itself must be owned by root or by the user running the
 check, and writable by nobody else; otherwise the cache is off for the run
@@ -84,6 +86,20 @@ class DocumentCache:
         if not data.startswith(header) or len(data) - len(header) > self.max_bytes:
             return None
         return data[len(header):]
+
+    def get_many(self, urls: list[str], now: float | None = None) -> list[bytes | None]:
+        """:meth:`get` of each of *urls*, in one call: the fetcher reads the
+        entries asked for together on one worker thread, one hand-off for
+        them all.  Blocking, like :meth:`get`; an entry that cannot be read
+        is a miss and never spoils the others."""
+        now = time.time() if now is None else now
+        bodies: list[bytes | None] = []
+        for url in urls:
+            try:
+                bodies.append(self.get(url, now))
+            except Exception:  # noqa: BLE001 - a miss, like any error reading the cache
+                bodies.append(None)
+        return bodies
 
     def put(self, url: str, body: bytes) -> None:
         """Store *body* for *url* (atomically), or do nothing.  Blocking, like :meth:`get`."""

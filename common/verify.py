@@ -18,11 +18,12 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import Future, wait
+from concurrent.futures import ALL_COMPLETED, Future, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from . import budget
 from .decide import HaltNotice, Rule, Verdict, decide, failed, votes
 from .decisionlog import DecisionLog
 from .errors import EvidenceError, EvidenceMissing, FetchError
@@ -37,6 +38,9 @@ log = logging.getLogger("rebuildgate")
 DEFAULT_LOG = Path("/var/log/rebuildgate/decisions.log")
 #: Threads for signature checks (they release the GIL).
 CHECKERS = max(1, min(os.cpu_count() or 1, 4))
+#: At most this many documents, and bytes of them, in one checker task (see Verifier._hand_checks).
+CHECK_BATCH = 16
+CHECK_BATCH_BYTES = 256 * 1024
 
 
 @dataclass
@@ -120,14 +124,15 @@ class PendingVerdict:
         only matter if the fetcher itself were stuck, and then the verdict
         still comes, blocking, in bounded time.
         """
-        if self._running is None:
-            return
-        while not self._running.done():
-            now = time.monotonic()
-            waiting = [j for j in self._jobs if j.report is None and now < self._limit(j)]
-            if not waiting:
-                return
-            wait([self._running], timeout=min(max(self._limit(j) for j in waiting) - now, 1.0))
+        while (until := self._waiting_until()) is not None:
+            wait([self._running], timeout=min(until - time.monotonic(), 1.0))
+
+    def _waiting_until(self) -> float | None:
+        """Until when :meth:`_wait` would still wait now (None: it would not)."""
+        if self._running is None or self._running.done():
+            return None
+        now = time.monotonic()
+        return max((limit for j in self._jobs if j.report is None and now < (limit := self._limit(j))), default=None)
 
     def add_done_callback(self, fn: Callable[[], None]) -> None:
         """Call *fn* once every job has ended (at once if they have).
@@ -222,6 +227,8 @@ class Verifier:
         self._log_opened = False  # tried to open it (once: a log that cannot be opened is reported once)
         self._log_error: str | None = None
         self._checked: dict[tuple[str, str, bytes], SignedLink | Problem] = {}
+        #: Checks asked for in this turn of the loop, by rebuilder (see _hand_checks; on the loop only).
+        self._to_check: dict[str, list[tuple[EvidenceSource, list[Document], asyncio.Future]]] = {}
         self._log_lock = threading.Lock()
         self._closed = False
 
@@ -295,8 +302,20 @@ class Verifier:
         return self._finish(failed(artifact, rule, problem))
 
     def verify_many(self, artifacts: Sequence[Artifact]) -> list[Verdict]:
-        """Verify a whole transaction; the order of verdicts is the order given."""
+        """Verify a whole transaction; the order of verdicts is the order given.
+
+        The calling thread sleeps until every artifact's jobs have ended (or
+        passed their limits, as :meth:`PendingVerdict.result` waits), then
+        concludes them all: woken once, not once per artifact while the
+        fetcher's loop and the checkers still need the interpreter.
+        """
         pending = [self.submit(a) for a in artifacts]
+        while True:
+            limits = [(p._running, until) for p in pending if (until := p._waiting_until()) is not None]
+            if not limits:
+                break
+            wait([running for running, _ in limits],
+                 timeout=min(max(until for _, until in limits) - time.monotonic(), 1.0), return_when=ALL_COMPLETED)
         return [p.result() for p in pending]
 
     async def _gather(self, artifact: Artifact, rebuilders: Sequence[Rebuilder], jobs: list[_Job]) -> None:
@@ -365,22 +384,117 @@ class Verifier:
 
     async def _check_documents(self, rebuilder: Rebuilder, source: EvidenceSource,
                                documents: list[Document]) -> RebuilderReport:
-        links: list[SignedLink] = []
-        problems: list[Problem] = []
         # Signature checks release the GIL: on checker threads they run on
         # another core while this loop goes on reading answers.  Each
         # rebuilder's checks queue apart, served in turn, so one rebuilder's
-        # costly documents never hold up another's.
-        outcomes = await asyncio.wrap_future(self._checkers.submit(
-            rebuilder.name, lambda: [self._check(source, doc.url, doc.body) for doc in documents]))
-        for outcome, cpu in outcomes:
-            if isinstance(outcome, SignedLink):
-                links.append(outcome)
-            else:
-                problems.append(outcome)
-                if cpu is not None:
+        # costly documents never hold up another's (see _hand_checks).
+        outcomes = await self._queue_checks(rebuilder.name, source, documents)
+        links = tuple(outcome for outcome, _cpu in outcomes if isinstance(outcome, SignedLink))
+        problems = tuple(outcome for outcome, _cpu in outcomes if not isinstance(outcome, SignedLink))
+        return RebuilderReport(rebuilder.name, links, problems)
+
+    def _queue_checks(self, rebuilder: str, source: EvidenceSource,
+                      documents: list[Document]) -> "asyncio.Future[list[tuple[Any, float | None]]]":
+        """A future for the outcomes of checking one job's *documents* (on the loop).
+
+        The checks that jobs ask for in one turn of the loop go to the
+        checkers together (:meth:`_hand_checks`), not one task each: every
+        task was a worker woken and the loop woken with its answer.
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[tuple[Any, float | None]]] = loop.create_future()
+        if not self._to_check:
+            loop.call_soon(self._hand_checks)
+        self._to_check.setdefault(rebuilder, []).append((source, documents, fut))
+        return fut
+
+    def _hand_checks(self) -> None:
+        """Give the queued checks to the checkers, in tasks of one rebuilder each (on the loop).
+
+        A task holds the documents of several jobs, at most CHECK_BATCH of
+        them and CHECK_BATCH_BYTES together (a job's documents are never
+        split, and a job alone may exceed that), so a batch of one
+        rebuilder's documents is never much longer than one costly document.
+        The FairPool still serves each rebuilder in turn, and a task stops
+        after the first job whose documents cost more than COSTLY_CPU
+        without a vote: its cost is charged here before any more of that
+        rebuilder's documents are checked (:meth:`_checks_done`).
+        """
+        queued, self._to_check = self._to_check, {}
+        for rebuilder, items in queued.items():
+            items = [item for item in items if not item[2].done()]  # their jobs have ended
+            while items:
+                count = size = 0
+                take = 0
+                for _source, documents, _fut in items:
+                    count += len(documents)
+                    size += sum(len(doc.body) for doc in documents)
+                    if take and (count > CHECK_BATCH or size > CHECK_BATCH_BYTES):
+                        break
+                    take += 1
+                batch, items = items[:take], items[take:]
+                self._start_checks(rebuilder, batch)
+
+    def _start_checks(self, rebuilder: str, batch: list) -> None:
+        work = self._checkers.submit(rebuilder, self._check_batch, [(source, docs) for source, docs, _ in batch])
+        self.transport.on_loop(work).add_done_callback(lambda done: self._checks_done(rebuilder, batch, done))
+        waiting = [len(batch)]
+
+        def ended(_fut: asyncio.Future) -> None:  # a task whose jobs all ended before it started is dropped
+            waiting[0] -= 1
+            if not waiting[0]:
+                work.cancel()
+
+        for _source, _docs, fut in batch:
+            fut.add_done_callback(ended)
+
+    def _check_batch(self, jobs: list[tuple[EvidenceSource, list[Document]]]) -> list[Any]:
+        """Check the documents of *jobs* in order (on a checker thread): per job
+        its outcomes (or the exception its check raised, which costs only
+        that job its vote).  Stops after a job whose documents cost more than
+        COSTLY_CPU and gave no vote, so its cost is charged first."""
+        results: list[Any] = []
+        for source, documents in jobs:
+            try:
+                outcomes = [self._check(source, doc.url, doc.body) for doc in documents]
+            except Exception as e:  # noqa: BLE001 - handed to that job: a bug costs its vote
+                results.append(e)
+                continue
+            results.append(outcomes)
+            if any(cpu is not None and cpu >= budget.COSTLY_CPU and not isinstance(outcome, SignedLink)
+                   for outcome, cpu in outcomes):
+                break
+        return results
+
+    def _checks_done(self, rebuilder: str, batch: list, done: asyncio.Future) -> None:
+        """Charge what the checks cost, give each job its outcomes and queue
+        again the jobs a stopped task did not reach (on the loop)."""
+        if done.cancelled() or done.exception() is not None:
+            error = None if done.cancelled() else done.exception()
+            for _source, _docs, fut in batch:
+                if fut.done():
+                    continue
+                if error is None:
+                    fut.cancel()
+                else:
+                    fut.set_exception(error)
+            return
+        results = done.result()
+        for (source, _docs, fut), outcomes in zip(batch, results):
+            if isinstance(outcomes, Exception):
+                if not fut.done():
+                    fut.set_exception(outcomes)
+                continue
+            for outcome, cpu in outcomes:
+                if cpu is not None and not isinstance(outcome, SignedLink):
                     self.transport.charge_check(source.check_account, cpu)
-        return RebuilderReport(rebuilder.name, tuple(links), tuple(problems))
+            if not fut.done():
+                fut.set_result(outcomes)
+        rest = [item for item in batch[len(results):] if not item[2].done()]
+        if rest:
+            if not self._to_check:
+                asyncio.get_running_loop().call_soon(self._hand_checks)
+            self._to_check.setdefault(rebuilder, [])[:0] = rest  # ahead of what was queued since
 
     def _check(self, source: EvidenceSource, url: str, body: bytes) -> tuple[SignedLink | Problem, float | None]:
         """verify_document, once per (rebuilder, URL, body): the binaries of one

@@ -175,3 +175,33 @@ def test_cache_writes_are_not_flushed_to_disk(directory, monkeypatch) -> None:
     cache = DocumentCache(directory, ttl=60, max_bytes=1024)
     cache.put("http://rb/doc", b"{}")
     assert cache.get("http://rb/doc") == b"{}"
+
+
+def test_a_batch_read_refuses_what_a_single_read_refuses_and_serves_the_rest(directory, tmp_path, fifos) -> None:
+    """get_many (the fetcher's one call for the reads asked for together):
+    a FIFO, a symlink, a directory or an oversized file among the entries is
+    a miss at once, and spoils none of the valid entries beside it."""
+    cache = DocumentCache(directory, ttl=60, max_bytes=MAX)
+    urls = {what: f"{URL}/{what}" for what in PLANTED}
+    for what, url in urls.items():
+        cache.put(f"{url}/before", b"valid " + what.encode())
+        PLANTED[what](cache._path(url), tmp_path, fifos)
+        cache.put(f"{url}/after", b"after " + what.encode())
+    asked = [u for url in urls.values() for u in (f"{url}/before", url, f"{url}/after")]
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.setdefault("bodies", cache.get_many(asked)), daemon=True)
+    thread.start()
+    thread.join(5.0)
+    assert not thread.is_alive(), "DocumentCache.get_many blocked"
+    expected = [b for what in PLANTED for b in (b"valid " + what.encode(), None, b"after " + what.encode())]
+    assert box["bodies"] == expected
+
+
+def test_a_batch_read_takes_one_time_for_all_and_an_error_is_a_miss(directory, monkeypatch) -> None:
+    cache = DocumentCache(directory, ttl=60, max_bytes=MAX)
+    cache.put(URL, b"the link")
+    cache.put(URL + "2", b"other")
+    assert cache.get_many([URL, URL + "2"], now=time.time() + 61) == [None, None]  # both expired
+    real = cache.get
+    monkeypatch.setattr(cache, "get", lambda url, now=None: 1 / 0 if url == URL else real(url, now))
+    assert cache.get_many([URL, URL + "2", "http://rb.example/none"]) == [None, b"other", None]

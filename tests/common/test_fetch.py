@@ -323,3 +323,125 @@ def test_flush_cache_waits_for_the_writes_a_short_lived_process_would_lose(serve
         assert served.requests == ["/doc"]
     finally:
         again.close()
+
+
+def _warm(tmp_path: Path, served, names: list[str]):
+    from rebuildgate.cache import DocumentCache
+    cache = DocumentCache(tmp_path / "cache", ttl=60, max_bytes=1024)
+    for name in names:
+        (served.root / name).write_bytes(b"served " + name.encode())
+        cache.put(f"{served.url}/{name}", b"cached " + name.encode())
+    return cache
+
+
+def test_cache_reads_asked_together_are_one_blocking_call_off_the_loop(tmp_path, served, monkeypatch) -> None:
+    """The reads the jobs ask for in one turn of the loop go to one worker in
+    one call (not one hand-off each), never on the loop thread."""
+    import asyncio
+    import threading
+
+    names = [f"doc{i}" for i in range(6)]
+    cache = _warm(tmp_path, served, names)
+    calls: list[tuple[str, list[str]]] = []
+    real = cache.get_many
+    monkeypatch.setattr(cache, "get_many", lambda urls: calls.append((threading.current_thread().name, urls))
+                        or real(urls))
+    t = Transport(SETTINGS, cache=cache)
+    try:
+        urls = [f"{served.url}/{name}" for name in names]
+
+        async def all_of_them() -> tuple[list[bytes], str]:
+            deadline = time.monotonic() + 2
+            bodies = await asyncio.gather(*(t.fetch(url, deadline) for url in urls))
+            return list(bodies), threading.current_thread().name
+
+        bodies, loop_thread = t.wait(all_of_them(), time.monotonic() + 2)
+        assert bodies == [b"cached " + name.encode() for name in names]
+        assert all(t.came_from_cache(url) for url in urls)
+        assert served.requests == []
+        assert [asked for _thread, asked in calls] == [urls]
+        assert calls[0][0].startswith("rbg-blocking") and calls[0][0] != loop_thread
+    finally:
+        t.close()
+
+
+def test_a_hanging_cache_read_costs_a_quarter_of_the_time_left_then_the_cache_is_off(
+        tmp_path, served, monkeypatch, caplog) -> None:
+    """A batch read stuck in the disk (a network file system) is a miss for
+    every job waiting on it after a quarter of its time left, the rebuilder
+    answers instead, and the cache is not read again in this run."""
+    import threading
+
+    cache = _warm(tmp_path, served, ["a", "b"])
+    stuck = threading.Event()
+    calls: list[list[str]] = []
+    monkeypatch.setattr(cache, "get_many", lambda urls: calls.append(urls) or stuck.wait(30) or [None] * len(urls))
+    t = Transport(SETTINGS, cache=cache)
+    try:
+        started = time.monotonic()
+        assert t.get(f"{served.url}/a", started + 2.0) == b"served a"
+        took = time.monotonic() - started
+        assert 0.4 <= took < 1.5, took  # a quarter of the 2 s left, then the request
+        assert not t.came_from_cache(f"{served.url}/a")
+        assert "not used for the rest of this run" in caplog.text
+        started = time.monotonic()
+        assert t.get(f"{served.url}/b", started + 2.0) == b"served b"
+        assert time.monotonic() - started < 0.4  # not waiting on the cache again
+        assert calls == [[f"{served.url}/a"]]
+        assert served.requests == ["/a", "/b"]
+    finally:
+        stuck.set()
+        t.close()
+
+
+def test_answers_from_worker_threads_that_come_together_wake_the_loop_once() -> None:
+    """Transport.on_loop: each worker answer reaches its awaiting coroutine
+    (result, exception or cancellation), and the answers posted while the
+    loop was busy share one wake-up instead of a self-pipe write each."""
+    import asyncio
+    import threading
+    from concurrent.futures import Future
+
+    from rebuildgate.pool import DaemonPool
+
+    t = Transport(SETTINGS)
+    pool = DaemonPool(1, "test-inbox")
+    try:
+        async def scenario() -> tuple[list, int, bool, bool]:
+            loop = asyncio.get_running_loop()
+            wakeups = 0
+            real = loop.call_soon_threadsafe
+
+            def counted(*args, **kwargs):
+                nonlocal wakeups
+                wakeups += 1
+                return real(*args, **kwargs)
+
+            loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+            works: list[Future] = [Future() for _ in range(50)]
+            waiting = [t.on_loop(w) for w in works]
+            answerer = threading.Thread(target=lambda: [w.set_exception(ValueError(i)) if i == 7 else w.set_result(i)
+                                                        for i, w in enumerate(works)])
+            answerer.start()
+            answerer.join()  # the loop is held here: every answer arrives while it is busy
+            got = await asyncio.gather(*waiting, return_exceptions=True)
+            loop.call_soon_threadsafe = real  # type: ignore[method-assign]
+            # A queued work whose awaiting future is cancelled never runs.
+            gate, ran = threading.Event(), threading.Event()
+            blocker = pool.submit(gate.wait, 5)
+            queued = pool.submit(ran.set)
+            waiter = t.on_loop(queued)
+            waiter.cancel()
+            await asyncio.sleep(0)  # the cancellation reaches the work on the loop's next turn
+            gate.set()
+            await t.on_loop(blocker)
+            return got, wakeups, queued.cancelled(), ran.is_set()
+
+        got, wakeups, cancelled, ran = t.wait(scenario(), time.monotonic() + 5)
+        assert [g for i, g in enumerate(got) if i != 7] == [i for i in range(50) if i != 7]
+        assert isinstance(got[7], ValueError) and got[7].args == (7,)
+        assert wakeups == 1  # 50 answers, one wake-up
+        assert cancelled and not ran
+    finally:
+        pool.shutdown()
+        t.close()

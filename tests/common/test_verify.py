@@ -409,3 +409,79 @@ def test_inputs_give_the_verdict_again_without_fetching_or_logging(world, tmp_pa
     assert relaxed.accepted and relaxed.vote_count == 2
     assert sum(len(rb.server.requests) for rb in rbs) == asked == 3
     assert len((tmp_path / "inputs.log").read_text().splitlines()) == 1  # result() logged its verdict
+
+
+def test_verify_many_sleeps_once_for_the_whole_batch_and_logs_each_verdict(world, tmp_path, monkeypatch) -> None:
+    """The calling thread is not woken per package while the fetcher works
+    (each wake-up was one more thread wanting the interpreter): it waits for
+    the whole batch, then gives every verdict, in order, one log line each."""
+    import rebuildgate.verify as verify_mod
+
+    rbs, policy = world(3, threshold=2, log=tmp_path / "decisions.log")
+    arts = attested(rbs, 20)
+    waits: list[int] = []
+    real = verify_mod.wait
+    monkeypatch.setattr(verify_mod, "wait", lambda fs, **kw: waits.append(len(fs)) or real(fs, **kw))
+    verdicts = verify(policy, *arts)
+    assert [v.artifact.filename for v in verdicts] == [a.filename for a in arts]
+    assert all(v.accepted for v in verdicts), [v.reason for v in verdicts if not v.accepted]
+    assert waits and waits[0] == 20 and len(waits) <= 2, waits  # all 20 at once (a second call if > 1 s)
+    lines = [json.loads(line) for line in (tmp_path / "decisions.log").read_text().splitlines()]
+    assert [line["artifact"] for line in lines] == [a.filename for a in arts]
+
+
+def test_checks_asked_together_go_to_the_checkers_together_one_rebuilder_per_task(world, tmp_path,
+                                                                                   monkeypatch) -> None:
+    """The checks of the jobs that ask in one turn of the fetcher's loop
+    (here: their documents all come from the evidence cache at once) are a
+    few tasks, not one each; a task never mixes two rebuilders' documents
+    (the FairPool serves each rebuilder in turn) and every document is still
+    checked."""
+    rbs, policy = world(2, threshold=2, fetch={"cache_dir": str(tmp_path / "cache"), "cache_ttl": 600})
+    arts = attested(rbs, 20)
+    with Verifier(policy) as v:  # fills the cache
+        assert all(x.accepted for x in v.verify_many(arts))
+        assert v.transport.flush_cache(10)
+    tasks: list[tuple[str, list[str]]] = []
+    with Verifier(policy) as v:
+        real = v._checkers.submit
+
+        def submit(key, fn, *args):
+            tasks.append((key, sorted({source.rebuilder.name for source, _docs in args[0]})))
+            return real(key, fn, *args)
+
+        monkeypatch.setattr(v._checkers, "submit", submit)
+        verdicts = v.verify_many(arts)
+    assert all(x.accepted and x.vote_count == 2 for x in verdicts), [x.reason for x in verdicts if not x.accepted]
+    assert all(names == [key] for key, names in tasks), tasks
+    assert len(v.transport._from_cache) == 40
+    assert len(tasks) <= 10, f"{len(tasks)} checker tasks for 40 jobs"
+
+
+def test_a_batch_of_costly_garbage_is_charged_before_more_of_it_is_checked(world, monkeypatch) -> None:
+    """Many of rb1's jobs ask for checks at once (64 job slots), each
+    document costly garbage: a checker task stops after the first costly
+    document that gave no vote, so the CPU budget trips after about
+    COSTLY_LIMIT of them, not after a whole batch; rb2 still gives every vote."""
+    import rebuildgate.verify as verify_mod
+    from rebuildgate import budget
+
+    monkeypatch.setattr(budget, "COSTLY_CPU", 0.0)
+    monkeypatch.setattr(verify_mod, "CHECKERS", 2)
+    rbs, policy = world(2, threshold=1)
+    arts = attested(rbs, 20)
+    bogus = json.dumps({"signed": {"_type": "link", "name": "rebuild", "products": {}},
+                        "signatures": [{"keyid": f"{i:064x}", "sig": "00" * 64} for i in range(8)]}).encode()
+    rbs[0].server.fault = Fault.body(bogus)
+    checked: list[str] = []
+    original = verify_mod.verify_document
+
+    def counted(raw, keyset, *args, **kw):
+        checked.append(keyset.rebuilder)
+        return original(raw, keyset, *args, **kw)
+
+    monkeypatch.setattr(verify_mod, "verify_document", counted)
+    verdicts = verify(policy, *arts)
+    assert all(v.accepted and [x.rebuilder for x in v.votes] == ["rb2"] for v in verdicts)
+    assert budget.COSTLY_LIMIT <= checked.count("rb1") <= budget.COSTLY_LIMIT + 2, checked.count("rb1")
+    assert any("did not verify; not asked again in this run" in v.reason for v in verdicts)
