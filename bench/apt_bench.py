@@ -339,7 +339,7 @@ def main() -> int:
     parser.add_argument("--rebuilders", default="1,3,5", help="N values (threshold 1, 2, 3 for N = 1, 3, 5)")
     parser.add_argument("--latencies", default="0,50", help="rebuilder latencies in ms")
     parser.add_argument("--max-workers", type=int, default=None,
-                        help="policy [fetch] max_workers (default: the policy default)")
+                        help="policy [fetch] max_workers (default: the policy default; main and --prompt-only tables)")
     parser.add_argument("--pipeline-depth", type=int, default=None,
                         help="apt's Acquire::Max-Pipeline-Depth for every method (apt's default: 10)")
     parser.add_argument("--hostile", action="store_true", help="also the hostile-rebuilder table")
@@ -382,7 +382,7 @@ def main() -> int:
         if args.hostile_hook:
             hostile_hook_rows = hostile_table(bench, latencies, apt_opts, hook=True)
         if args.prompt_only:
-            prompt_rows = prompt_table(bench, sizes, latencies, apt_opts)
+            prompt_rows = prompt_table(bench, sizes, latencies, apt_opts, args.max_workers)
         if args.hostile_only or args.prompt_only:
             wanted_n = set()
         if intoto_problem is None:
@@ -424,12 +424,14 @@ def main() -> int:
     return 0
 
 
-def prompt_table(bench: Bench, sizes: list[int], latencies: list[float], apt_opts: dict[str, str]) -> list[tuple]:
+def prompt_table(bench: Bench, sizes: list[int], latencies: list[float], apt_opts: dict[str, str],
+                 max_workers: int | None = None) -> list[tuple]:
     """N = 5, M = 3: plain http, the method alone, the pre-prompt hook + method."""
     cache = bench.base / "evidence-cache"
-    policy = bench.world.policy(bench.rebuilders, 3, name="policy-prompt.toml",
-                                fetch={"connect_timeout": 5.0, "read_timeout": 10.0, "deadline": 30.0,
-                                       "cache_dir": str(cache), "cache_ttl": 3600})
+    fetch = {"connect_timeout": 5.0, "read_timeout": 10.0, "deadline": 30.0, "cache_dir": str(cache), "cache_ttl": 3600}
+    if max_workers:
+        fetch["max_workers"] = max_workers
+    policy = bench.world.policy(bench.rebuilders, 3, name="policy-prompt.toml", fetch=fetch)
     rows = []
     for latency in latencies:
         bench.set_latency(latency)
