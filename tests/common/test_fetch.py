@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from rebuildgate.fetch import EvidenceSource, Transport, make_transport
 from rebuildgate.model import Artifact
 from rebuildgate.policy import FetchSettings, Rebuilder
 
+from tests.support.fakehttp import FakeHttp
 from tests.support.server import Fault
 from tests.support.waiting import wait_until
 
@@ -270,7 +272,6 @@ def test_connections_are_kept_alive(served) -> None:
 
 
 def test_https_rebuilder_is_verified_against_the_trust_store(tmp_path, monkeypatch) -> None:
-    import ssl
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -444,4 +445,50 @@ def test_answers_from_worker_threads_that_come_together_wake_the_loop_once() -> 
         assert cancelled and not ran
     finally:
         pool.shutdown()
+        t.close()
+
+
+# -- the fetcher around an in-memory network (tests/support/fakehttp.py) ------------------------
+
+def _fake_transport(fake, deadline: float = 2.0) -> Transport:
+    return Transport(FetchSettings(connect_timeout=1.0, read_timeout=1.0, deadline=deadline, cache_dir=None),
+                     http=fake)
+
+
+def test_one_request_per_url_per_run_whoever_asks_and_missing_is_remembered() -> None:
+    fake = FakeHttp({"http://rb.example/a": b"A"}, delays={"rb.example": 0.05})
+    t = _fake_transport(fake)
+    try:
+        async def many() -> list:
+            end = time.monotonic() + 2
+            return await asyncio.gather(*(t.fetch(u, end) for u in ["http://rb.example/a"] * 5 + [
+                "http://rb.example/gone"] * 3), return_exceptions=True)
+
+        answers = t.run(many()).result(10)
+        assert answers[:5] == [b"A"] * 5
+        assert all(isinstance(a, EvidenceMissing) for a in answers[5:])
+        assert sorted(fake.requests) == ["http://rb.example/a", "http://rb.example/gone"]
+        with pytest.raises(EvidenceMissing):
+            t.get("http://rb.example/gone", time.monotonic() + 2)  # remembered: not asked again
+        assert len(fake.requests) == 2
+    finally:
+        t.close()
+    assert wait_until(lambda: fake.closed, 5)  # closed on the loop as it stops
+
+
+def test_a_host_slower_than_half_the_deadline_is_not_asked_again_without_a_socket() -> None:
+    urls = [f"http://slow.example/{i}" for i in range(5)]
+    fake = FakeHttp({u: b"late" for u in urls}, delays={"slow.example": 0.8})  # deadline 1.0: over half
+    t = _fake_transport(fake, deadline=1.0)
+    try:
+        async def all_of_them() -> list:
+            end = time.monotonic() + 1.0
+            return await asyncio.gather(*(t.fetch(u, end) for u in urls[:3]), return_exceptions=True)
+
+        first = t.run(all_of_them()).result(10)
+        assert all(isinstance(a, FetchError) for a in first), first  # abandoned at the trip
+        with pytest.raises(FetchError, match="not asked again"):
+            t.get(urls[4], time.monotonic() + 1.0)
+        assert fake.requests == urls[:3]  # the fourth was refused without a request
+    finally:
         t.close()

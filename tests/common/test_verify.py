@@ -483,5 +483,8 @@ def test_a_batch_of_costly_garbage_is_charged_before_more_of_it_is_checked(world
     monkeypatch.setattr(verify_mod, "verify_document", counted)
     verdicts = verify(policy, *arts)
     assert all(v.accepted and [x.rebuilder for x in v.votes] == ["rb2"] for v in verdicts)
-    assert budget.COSTLY_LIMIT <= checked.count("rb1") <= budget.COSTLY_LIMIT + 2, checked.count("rb1")
+    # A task stops after its first costly document; with two checker threads a
+    # second rb1 task may be running when the charge trips rb1 (the bound
+    # LIMIT + 2 failed once in a loaded run of many test files), never a whole batch of 16.
+    assert budget.COSTLY_LIMIT <= checked.count("rb1") <= budget.COSTLY_LIMIT + 3, checked.count("rb1")
     assert any("did not verify; not asked again in this run" in v.reason for v in verdicts)
