@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import CancelledError, wait
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -89,8 +90,9 @@ def warm_cache(policy: Policy, artifacts: Sequence[Artifact], proxy: ProxyArg = 
         run = transport.run(_fetch_all(transport, sources, work, end, report))
         try:
             run.result(timeout=max(end - time.monotonic(), 0.0) + 2.0)
-        except TimeoutError:
+        except (TimeoutError, CancelledError):
             run.cancel()
+            wait([run], timeout=2.0)  # its last counts are settled on the loop
         transport.flush_cache(FLUSH)
     finally:
         transport.close()
