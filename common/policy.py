@@ -723,6 +723,9 @@ def parse_policy(data: Mapping[str, Any], path: Path, check_files: bool = True) 
         )
         f.finish()
 
+    if fetch.warm_up and (fetch.cache_dir is None or fetch.cache_ttl == 0 or fetch.offline):
+        why = "offline = true" if fetch.offline else "there is no cache (cache_dir or cache_ttl)"
+        warnings.append(f"fetch.warm_up is on but {why}: the warm-up after apt-get update fetches nothing")
     halt = _halt(top, data["halt"]) if "halt" in data else None
     top.used.add("halt")
     top.finish()

@@ -175,10 +175,24 @@ def test_bad_allow_entries(tmp_path, key, table, key_name, problem) -> None:
     ({"max_bytes": 10}, "max_bytes", "at least 1024"),
     ({"proxy": "ftp://p"}, "proxy", "must be an http"),
     ({"speed": 1}, "speed", "unknown key"),
+    ({"warm_up": "yes"}, "warm_up", "must be true or false"),
+    ({"warm_up_packages": 0}, "warm_up_packages", "must be at least 1"),
+    ({"warm_up_seconds": 0}, "warm_up_seconds", "greater than 0"),
 ])
 def test_bad_fetch_settings(tmp_path, key, fetch, key_name, problem) -> None:
     e = error_of(write_policy(tmp_path / "p.toml", [rb("a", key)], fetch=fetch))
     assert e.key == f"fetch.{key_name}" and problem in str(e)
+
+
+@pytest.mark.parametrize("fetch", [{"cache_dir": ""}, {"cache_ttl": 0}])
+def test_a_warm_up_with_nowhere_to_put_evidence_is_a_warning(tmp_path, key, fetch) -> None:
+    p = load_policy(write_policy(tmp_path / "p.toml", [rb("a", key)], fetch={"warm_up": True, **fetch}))
+    assert p.fetch.warm_up and p.warnings == (
+        "fetch.warm_up is on but there is no cache (cache_dir or cache_ttl): the warm-up after apt-get "
+        "update fetches nothing",)
+    on = load_policy(write_policy(tmp_path / "q.toml", [rb("a", key)], fetch={"warm_up": True,
+                                                                               "cache_dir": str(tmp_path / "c")}))
+    assert on.warnings == () and on.fetch.warm_up_packages == 2000 and on.fetch.warm_up_seconds == 300.0
 
 
 def test_repository_rules_resolve_first_match(tmp_path, key) -> None:
