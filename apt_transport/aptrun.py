@@ -148,12 +148,8 @@ def tripped(verifier) -> dict[str, str]:  # noqa: ANN001 - Verifier
 
 
 def _sweep(directory: Path) -> None:
+    from rebuildgate.cache import remove_files
+
     cutoff = time.time() - MAX_AGE
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            if entry.name.startswith(PREFIX) and entry.name.endswith(SUFFIX):
-                try:
-                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                        os.unlink(entry.path)
-                except OSError:
-                    continue
+    remove_files(directory, lambda name: name.startswith(PREFIX) and name.endswith(SUFFIX),
+                 lambda st: st.st_mtime < cutoff)

@@ -177,14 +177,14 @@ def install_hook(hook_dir: Path, apt_conf_dir: Path, executable: Path | None = N
     snippet = apt_conf_dir / SNIPPET_NAME
     _write_atomically(hook, hook_launcher_script(target, snippet), 0o755)
     made = [hook, snippet]
+    warmup = hook_dir / WARMUP_NAME
     if prompt:
         _write_atomically(prompt_hook, prompt_launcher_script(prompt_executable_path or prompt_executable(), snippet),
                           0o755)
-        warmup = hook_dir / WARMUP_NAME
         _write_atomically(warmup, warmup_launcher_script(warmup_executable_path or warmup_executable()), 0o755)
         made += [prompt_hook, warmup]
     _write_atomically(snippet, apt_snippet(hook, prompt=prompt_hook if prompt else None,
-                                           warmup=hook_dir / WARMUP_NAME if prompt else None), 0o644)
+                                           warmup=warmup if prompt else None), 0o644)
     return made
 
 

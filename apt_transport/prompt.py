@@ -172,12 +172,14 @@ def judge(packages: list[jsonhook.Install], settings: Settings, root: bool, exte
         lookups = len(artifacts) * max(1, len(verifier.policy.rebuilders))
         extend(fetch.deadline * math.ceil(lookups / fetch.max_workers) + GRACE + MARGIN)
     verdicts = verifier.verify_many(artifacts)
-    if root:  # the method and the pre-install hook of this apt run skip what this run found too slow
+    if root:
         from .aptrun import run_key, save_trips, tripped
 
+        # The method and the pre-install hook of this apt run skip what this run found too slow,
+        # and read what it fetched from the cache.
         save_trips(fetch.cache_dir, run_key(), tripped(verifier))
-    if root and not verifier.transport.flush_cache(CACHE_FLUSH):
-        report.debug.append("evidence cache: writes not done in time; the method fetches what is missing")
+        if not verifier.transport.flush_cache(CACHE_FLUSH):
+            report.debug.append("evidence cache: writes not done in time; the method fetches what is missing")
     _tell(verdicts, verifier.policy, root, report)
     return report
 

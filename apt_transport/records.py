@@ -114,6 +114,12 @@ class AptRecords:
             self.error = protocol.field_value(f"cannot read apt's package cache: {e}", 300)
             return False
 
+    def _open_or_raise(self) -> None:
+        """Open apt's cache, or raise :class:`RecordsError`: for callers that
+        cannot treat an unreadable cache as "no record"."""
+        if not self._open():
+            raise RecordsError(self.error or "cannot read apt's package cache")
+
     def lookup(self, pkg: PackageId, sha256: str | None) -> tuple[str, str] | None:
         """(source name, arch) from the record of this exact file, or None."""
         if not self._open():
@@ -139,8 +145,7 @@ class AptRecords:
         Raises :class:`RecordsError` when apt's cache cannot be read: a caller
         that must know where a file came from cannot treat that as "nowhere".
         """
-        if not self._open():
-            raise RecordsError(self.error or "cannot read apt's package cache")
+        self._open_or_raise()
         return list(self._each_record(pkg, with_uri=True))
 
     def version_records(self, name: str, arch: str, version: str, version_id: int) -> list[IndexRecord] | None:
@@ -153,8 +158,7 @@ class AptRecords:
         which file apt will fetch and must not judge it.  Raises
         :class:`RecordsError` when apt's cache cannot be read.
         """
-        if not self._open():
-            raise RecordsError(self.error or "cannot read apt's package cache")
+        self._open_or_raise()
         for key in (f"{name}:{arch}", name):
             try:
                 package = self._cache[key]
@@ -170,8 +174,7 @@ class AptRecords:
         its index records.  Raises :class:`RecordsError` when the cache cannot be read."""
         import apt_pkg
 
-        if not self._open():
-            raise RecordsError(self.error or "cannot read apt's package cache")
+        self._open_or_raise()
         depcache = apt_pkg.DepCache(self._cache)
         out = []
         for package in self._cache.packages:
@@ -188,8 +191,7 @@ class AptRecords:
     def installed(self) -> list[PackageId]:
         """Every package dpkg has installed (its current version), as apt's cache reads
         dpkg's status file.  Raises :class:`RecordsError` when the cache cannot be read."""
-        if not self._open():
-            raise RecordsError(self.error or "cannot read apt's package cache")
+        self._open_or_raise()
         return [PackageId(package.name, package.current_ver.ver_str, package.current_ver.arch)
                 for package in self._cache.packages if package.current_ver is not None]
 

@@ -39,6 +39,7 @@ import stat
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from .atomic import write_atomic
 
@@ -127,36 +128,16 @@ class DocumentCache:
         if not self._usable(create=False):
             return 0
         now = now or time.time()
-        removed = 0
-        try:
-            with os.scandir(self.directory) as entries:
-                for entry in entries:
-                    if len(entry.name) != 64 or entry.name.startswith("."):
-                        continue
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                        if not 0 <= now - st.st_mtime <= self.ttl or not stat.S_ISREG(st.st_mode):
-                            os.unlink(entry.path)
-                            removed += 1
-                    except OSError:
-                        continue
-        except OSError:
-            pass
-        return removed
+        return remove_files(self.directory, lambda name: len(name) == 64 and not name.startswith("."),
+                            lambda st: not 0 <= now - st.st_mtime <= self.ttl or not stat.S_ISREG(st.st_mode))
 
     def _sweep(self) -> None:
         """Remove temporaries that a writer killed mid-write left (writes run on a
         daemon thread, which ends with the process), once they are an hour old.
         Entries are named by a hex digest; write_atomic's temporaries start with a dot."""
         cutoff = time.time() - 3600
-        try:
-            with os.scandir(self.directory) as entries:
-                for entry in entries:
-                    if (entry.name.startswith(".") and entry.is_file(follow_symlinks=False)
-                            and entry.stat(follow_symlinks=False).st_mtime < cutoff):
-                        os.unlink(entry.path)
-        except OSError:
-            pass  # best effort: the next run tries again
+        remove_files(self.directory, lambda name: name.startswith("."),
+                     lambda st: stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff)
 
     def _usable(self, create: bool) -> bool:
         """Whether the directory may be used: checked once, warned about once per process."""
@@ -183,6 +164,27 @@ class DocumentCache:
             _warn_once(self.directory, problem)
         self._trusted = problem is None
         return self._trusted
+
+
+def remove_files(directory: Path, named: Callable[[str], bool], doomed: Callable[[os.stat_result], bool]) -> int:
+    """Delete the entries of *directory* whose name is *named* and whose lstat
+    is *doomed*; how many.  Best effort: what cannot be read or deleted now
+    stays for the next run (symlinks are judged, and removed, as themselves)."""
+    removed = 0
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if not named(entry.name):
+                    continue
+                try:
+                    if doomed(entry.stat(follow_symlinks=False)):
+                        os.unlink(entry.path)
+                        removed += 1
+                except OSError:
+                    continue
+    except OSError:
+        pass
+    return removed
 
 
 def directory_problem(st: os.stat_result) -> str | None:

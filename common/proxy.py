@@ -72,7 +72,6 @@ class ProxyChoice:
     https_env_fallback: bool = False  # $http_proxy for https URLs when $https_proxy is unset (apt)
     _memo: dict[str, "str | None | FetchError"] = field(default_factory=dict, compare=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
-    _per_host: dict[str, threading.Lock] = field(default_factory=dict, compare=False, repr=False)
     _detected: dict[str, "str | None | FetchError"] = field(default_factory=dict, compare=False, repr=False)
     _detect_locks: dict[str, threading.Lock] = field(default_factory=dict, compare=False, repr=False)
 
@@ -130,17 +129,14 @@ class ProxyChoice:
         with self._lock:
             if key in self._memo:
                 return _answer(self._memo[key])
-            host_lock = self._per_host.setdefault(key, threading.Lock())
-        with host_lock:  # the program runs once per host, however many threads ask
-            with self._lock:
-                if key in self._memo:
-                    return _answer(self._memo[key])
-            try:
-                result: str | None | FetchError = self._choose(url, timeout)
-            except FetchError as e:
-                result = e
-            with self._lock:
-                self._memo[key] = result
+        # Two threads may both get here for a new host: choosing is pure, apart
+        # from the auto-detect program, which _detect_once runs once per host.
+        try:
+            result: str | None | FetchError = self._choose(url, timeout)
+        except FetchError as e:
+            result = e
+        with self._lock:
+            self._memo[key] = result
         return _answer(result)
 
     def auto_detected(self, url: str, timeout: float = DETECT_TIMEOUT) -> str | None:

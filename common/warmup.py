@@ -105,23 +105,25 @@ async def _fetch_all(transport, sources: dict[str, EvidenceSource], work: list[t
     async def one(source: EvidenceSource, artifact: Artifact) -> None:
         async with transport.slots():
             deadline = min(time.monotonic() + transport.settings.deadline, end)
-            outcome = "failed"
             try:
                 async with asyncio.timeout_at(deadline + 0.2):
                     documents = await source.fetch_documents(artifact, deadline)
-                outcome = "cached" if documents and all(d.cached for d in documents) else "fetched"
             except EvidenceMissing:
-                outcome = "missing"
+                report.missing += 1
             except (FetchError, TimeoutError) as e:
                 _note(report, f"{source.rebuilder.name}: {artifact.label}: {e or 'no answer in time'}")
             except Exception as e:  # noqa: BLE001 - a bug costs this document, never the rest
                 _note(report, f"{source.rebuilder.name}: {artifact.label}: internal error: {e!r:.200}")
-            setattr(report, outcome, getattr(report, outcome) + 1)
+            else:
+                if documents and all(d.cached for d in documents):
+                    report.cached += 1
+                else:
+                    report.fetched += 1
 
     pairs = [(sources[rb.name], artifact) for artifact, rebuilders in work for rb in rebuilders]
     try:
         await asyncio.gather(*(one(source, artifact) for source, artifact in pairs))
-    finally:  # cut short by the time limit: what did not finish failed
+    finally:  # failed: every pair that gave neither documents nor "missing" (errors, the time limit)
         report.failed = len(pairs) - report.fetched - report.cached - report.missing
 
 
