@@ -103,11 +103,12 @@ class AptRecords:
             return False
         try:
             import apt_pkg
-            from apt.progress.base import OpProgress
 
             self._apply_config()
             apt_pkg.init_system()
-            self._cache = apt_pkg.Cache(OpProgress())  # silent: stdout is the protocol
+            # None: silent (stdout is the protocol); apt.progress.base.OpProgress is
+            # as silent but imports python-apt's whole apt package (~15 ms per start)
+            self._cache = apt_pkg.Cache(None)
             self._records = apt_pkg.PackageRecords(self._cache)
             return True
         except Exception as e:  # noqa: BLE001 - any failure: fall back to names

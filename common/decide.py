@@ -45,8 +45,8 @@ The rule, in full:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 from urllib.parse import unquote
 
 from .errors import one_line

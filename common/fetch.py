@@ -460,6 +460,23 @@ class Transport:
         loop); once the account is overdrawn its documents are not checked."""
         self.budgets.failed_check(account, cpu)
 
+    async def cached_bodies(self, urls: list[str], deadline: float) -> list[bytes | None] | None:
+        """What :meth:`fetch` would answer for each of *urls* from the on-disk
+        cache alone (None where it would ask the network), or None if it would
+        not read the cache for them at all (no cache or the cache off, offline,
+        a ``file://`` URL, or one this run already holds or is fetching).
+        Read as :meth:`fetch` reads the cache: off the loop, with the reads of
+        the same turn, each within a quarter of the time left."""
+        cache = self.cache
+        if (cache is None or self._cache_off or self.settings.offline
+                or any(url.startswith("file://") or url in self._done or url in self._inflight for url in urls)):
+            return None
+        bodies = list(await asyncio.gather(*(self._cache_get(cache, url, deadline) for url in urls)))
+        for url, body in zip(urls, bodies):
+            if body is not None:
+                self._from_cache.add(url)
+        return bodies
+
     def came_from_cache(self, url: str) -> bool:
         """Whether this run's answer for *url* was read from the on-disk cache."""
         return url in self._from_cache
@@ -685,6 +702,22 @@ class EvidenceSource:
     def documents(self, artifact: Artifact, deadline: float) -> list[Document]:
         """Blocking :meth:`fetch_documents`, for threads other than the fetcher's."""
         return self.transport.wait(self.fetch_documents(artifact, deadline), deadline)
+
+    async def cached_documents(self, artifact: Artifact, deadline: float) -> list[Document] | None:
+        """The documents :meth:`fetch_documents` would read from the on-disk
+        cache, if every one of them is there; else None (and nothing else is
+        asked).  Only for layouts with fixed URLs and no evidence bundle: a
+        rebuilderd lookup page or a bundle is read as it always is."""
+        if self.rebuilder.layout == "rebuilderd" or self.bundle_root is not None:
+            return None
+        try:
+            urls = [loc.url for loc in evidence_locations(self.rebuilder, artifact)]
+        except FetchError:
+            return None  # fetch_documents says why
+        bodies = await self.transport.cached_bodies(urls, deadline)
+        if not bodies or any(body is None for body in bodies):
+            return None
+        return [Document(url, body, True) for url, body in zip(urls, bodies) if body is not None]
 
     async def fetch_documents(self, artifact: Artifact, deadline: float, fresh: bool = False) -> list[Document]:
         """The rebuilder's documents for *artifact*; ``fresh`` asks again past the cache."""

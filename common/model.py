@@ -7,8 +7,8 @@ can build them by hand.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Mapping
 
 
 @dataclass(frozen=True)

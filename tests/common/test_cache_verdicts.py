@@ -107,3 +107,98 @@ def test_a_rebuilder_that_is_down_cannot_be_replaced_by_a_bad_cache_entry(world)
     v = verdict(policy)
     assert not v.accepted and v.vote_count == 0
     assert [p.kind for _, p in v.errors] == ["fetch-error"]  # the fresh attempt's answer, not the garbage
+
+
+def _settled_by_jobs(monkeypatch) -> list[tuple[str, str]]:
+    """(rebuilder, package) of every job that runs (the cached shortcut runs none)."""
+    ran: list[tuple[str, str]] = []
+    original = Verifier._run_job
+
+    async def counting(self, rebuilder, artifact, job):
+        ran.append((rebuilder.name, artifact.name))
+        return await original(self, rebuilder, artifact, job)
+
+    monkeypatch.setattr(Verifier, "_run_job", counting)
+    return ran
+
+
+def test_cached_votes_settle_without_a_job_and_give_the_verdicts_the_rebuilders_give(
+        tmp_path, rebuilder_server, monkeypatch) -> None:
+    """Warm, a rebuilder whose cached documents vote is settled straight from
+    the cache; one whose entry is garbage or missing runs a job and is asked.
+    Every verdict is the one the cold run (all asked) gave."""
+    rbs = make_rebuilders(tmp_path, 2, rebuilder_server)
+    arts = []
+    for name in ("alpha", "beta", "gamma"):
+        content = f"{name} build\n".encode()
+        for rb in rbs:
+            rb.publish(name, "1.0-1", {f"{name}_1.0-1_all.deb": content})
+        arts.append(Artifact(f"{name}_1.0-1_all.deb", digests(content)["sha256"], name=name, source=name,
+                             version="1.0-1", arch="all"))
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir(mode=0o755)
+    policy = load_policy(write_policy(tmp_path / "p.toml", [rb.entry() for rb in rbs], threshold=2,
+                                      fetch={"cache_dir": str(cache_dir), "cache_ttl": 3600}))
+    cache = DocumentCache(cache_dir, 3600, policy.fetch.max_bytes)
+
+    def asked() -> list[str]:
+        return sorted(f"{rb.name}:{r.split('/')[2]}" for rb in rbs for r in rb.server.requests)
+
+    def outline(verdicts) -> list[tuple]:
+        return [(v.accepted, v.vote_count, v.conflict_count, v.reason) for v in verdicts]
+
+    with Verifier(policy) as v:
+        cold = v.verify_many(arts)
+        assert v.transport.flush_cache(5.0)
+    assert all(v.accepted for v in cold) and len(asked()) == 6
+    plant(cache, rbs[0].url + "/sources/beta/1.0-1/metadata", b"garbage")
+    for rb in rbs:
+        cache._path(rb.url + "/sources/gamma/1.0-1/metadata").unlink()
+    for rb in rbs:
+        rb.server.requests.clear()
+    jobs = _settled_by_jobs(monkeypatch)
+    with Verifier(policy) as v:
+        warm = v.verify_many(arts)
+    assert outline(warm) == outline(cold)
+    assert sorted(jobs) == [("rb1", "beta"), ("rb1", "gamma"), ("rb2", "gamma")]
+    assert asked() == ["rb1:beta", "rb1:gamma", "rb2:gamma"]
+
+
+def test_a_rebuilder_over_its_cpu_budget_is_not_checked_from_the_cache(world, monkeypatch) -> None:
+    """The shortcut keeps the budgets: a rebuilder whose documents overdrew the
+    CPU budget has nothing checked, cached or not, and says why."""
+    from rebuildgate import budget, verify
+
+    rb, policy, cache, url = world
+    assert verdict(policy).accepted
+    checked: list[str] = []
+    original = verify.verify_document
+    monkeypatch.setattr(verify, "verify_document", lambda body, keys, where, *a: checked.append(where) or
+                        original(body, keys, where, *a))
+    with Verifier(policy) as v:
+        account = v.sources[rb.name].check_account
+        for _ in range(budget.COSTLY_LIMIT):
+            v.transport.budgets.failed_check(account, budget.COSTLY_CPU)
+        got = v.verify_many([ART])[0]
+    assert not got.accepted and got.vote_count == 0
+    assert "not asked again" in got.reason or any("not asked again" in p.message for _, p in got.errors)
+    assert checked == [] and requests(rb) == 1
+
+
+def test_a_cache_read_that_hangs_leaves_the_verdict_to_the_rebuilder_in_bounded_time(world, monkeypatch) -> None:
+    """The shortcut reads the cache as a fetch does: stuck in the disk, it gives
+    up within a quarter of the deadline and the rebuilder is asked."""
+    import threading
+
+    rb, policy, cache, url = world
+    assert verdict(policy).accepted and requests(rb) == 1
+    stuck = threading.Event()
+    monkeypatch.setattr(DocumentCache, "get_many", lambda self, urls, now=None: stuck.wait(30) or [None] * len(urls))
+    try:
+        started = time.monotonic()
+        got = verdict(policy)
+        took = time.monotonic() - started
+    finally:
+        stuck.set()
+    assert got.accepted and requests(rb) == 2
+    assert took < policy.fetch.deadline * 0.5, took
