@@ -38,7 +38,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 from tests.apt_transport.harness import AptEnv, flat_source, shared_tmpdir  # noqa: E402
 from tests.apt_transport.world import World  # noqa: E402
 from tests.support.keys import GpgKey, make_gpg_key  # noqa: E402
+from bench.cachedir import empty_cache  # noqa: E402
 from bench.fastserver import RemoteServers  # noqa: E402
 from tests.support.server import RebuilderServer  # noqa: E402
 
@@ -194,11 +194,10 @@ class Bench:
                          options: dict[str, str]) -> dict[str, tuple[float, str | None]]:
         """Median wall time of plain http, the method alone and the hook + method,
         runs alternated; the evidence cache (the hook fills it, the method reads
-        it) is emptied before every run, so each run fetches its evidence once."""
+        it) is emptied before every run (moved aside: bench/cachedir.py), so each run fetches its evidence once."""
         def setup(env: AptEnv, opts: dict[str, str]):
             def prepare() -> tuple[AptEnv, dict[str, str]]:
-                shutil.rmtree(cache, ignore_errors=True)
-                cache.mkdir(mode=0o755)
+                empty_cache(cache)
                 return env, opts
             return prepare
 
@@ -273,8 +272,7 @@ class Bench:
         def setup(policy: Path, hostile: dict | None):
             def prepare() -> tuple[AptEnv, dict[str, str]]:
                 if cache is not None:
-                    shutil.rmtree(cache, ignore_errors=True)
-                    cache.mkdir(mode=0o755)
+                    empty_cache(cache)
                 how = hostile or {}
                 self.rebuilders[4].server.hostile(how.get("latency", honest), how.get("bogus", 0))
                 return env, {"Rebuildgate::Policy": str(policy), **options}
@@ -447,7 +445,7 @@ def prompt_table(bench: Bench, sizes: list[int], latencies: list[float], apt_opt
 
 def _print_prompt(rows: list[tuple], repeats: int) -> None:
     print(f"\nThe pre-prompt hook: median wall time of `apt-get install --download-only` ({repeats} runs per cell, "
-          "columns alternated), N = 5, M = 3, evidence cache emptied before every run")
+          "columns alternated), N = 5, M = 3, evidence cache emptied (moved aside) before every run")
     print("| pkgs | latency | http | method alone | overhead | hook + method | overhead | evidence requests "
           "per run: method alone / hook + method |\n|---:|---:|---:|---:|---:|---:|---:|---:|")
     for count, latency, got, asked in rows:

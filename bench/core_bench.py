@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import shutil
 import statistics
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.cachedir import empty_cache  # noqa: E402
 from bench.fastserver import RemoteServers  # noqa: E402
 from rebuildgate.evidence import KeySet, load_gpg_keys, load_key_files, verify_document  # noqa: E402
 from rebuildgate.model import Artifact  # noqa: E402
@@ -174,7 +174,7 @@ def cached(tmp: Path, packages: int, runs: int) -> dict[str, tuple[float, float,
 
         def once(mode: str) -> None:
             if mode == "cold":
-                shutil.rmtree(cache, ignore_errors=True)
+                empty_cache(cache)
             wall, cpu = time.perf_counter(), time.process_time()
             with Verifier(policy) as v:
                 accepted[mode] = sum(x.accepted for x in v.verify_many(arts))

@@ -5,7 +5,8 @@ costs about a millisecond of CPU per request.  In a benchmark on a small
 machine that CPU is taken from the client being measured, though a real
 rebuilder is another machine.  This asyncio server answers GETs from a
 directory (symlinks followed only inside it, bodies kept in memory) with
-keep-alive and an optional added latency, at a fraction of that cost.
+keep-alive, pipelining and an optional added network latency (each answer
+leaves that long after its request arrived), at a fraction of that cost.
 
 A server can also play a hostile rebuilder (:meth:`RemoteServers.hostile`):
 answer every request just before the client's deadline (a latency of its
@@ -54,6 +55,23 @@ async def _serve(root: Path, conn: Connection, state: _State) -> None:
     cache: dict[str, bytes | None] = {}
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # The latency is the network's: each answer leaves `latency` after its
+        # request arrived, in the order asked.  Requests pipelined on one
+        # connection (sent before the previous answer came) are each delayed
+        # once, not once per request ahead of them; a client that waits for
+        # every answer sees exactly one latency per request either way.
+        loop = asyncio.get_running_loop()
+        answers: asyncio.Queue = asyncio.Queue()
+
+        async def send() -> None:
+            while (item := await answers.get()) is not None:
+                due, data = item
+                if due > loop.time():
+                    await asyncio.sleep(due - loop.time())
+                writer.write(data)
+                await writer.drain()
+
+        sender = asyncio.ensure_future(send())
         try:
             while True:
                 request = await reader.readline()
@@ -66,16 +84,17 @@ async def _serve(root: Path, conn: Connection, state: _State) -> None:
                 body = state.bogus
                 if body is None and len(parts) >= 2:
                     body = _body(root, cache, parts[1].decode("latin-1"))
-                if state.latency:
-                    await asyncio.sleep(state.latency)
                 if body is None:
-                    writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                    data = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
                 else:
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
-                await writer.drain()
+                    data = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+                answers.put_nowait((loop.time() + state.latency, data))
+            answers.put_nowait(None)
+            await sender
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            sender.cancel()
             writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=512)

@@ -68,6 +68,15 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100
 MAX_INTERIM = 8  # 1xx answers before the real one
 MAX_IDLE = 64  # kept-alive connections per host
+#: Connections to one route before further requests are pipelined on them,
+#: and requests in flight on one connection (HTTP/1.1 pipelining, as apt
+#: does towards mirrors: Acquire::http::Pipeline-Depth).  Only straight to
+#: the server or through a CONNECT tunnel, never through an http proxy.
+PIPELINE_CONNECTIONS = 8
+PIPELINE_DEPTH = 16
+#: Connections in use to one route at most; a request beyond waits for one
+#: (with pipelining this is only reached when a server refuses it).
+MAX_CONNECTIONS = 32
 DRAIN_LIMIT = 64 * 1024  # an error page this small is read so its connection can be reused
 _STATUS = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: [^\r\n]*)?\r?\n")
 #: field-name ":" field-value; no obsolete line folding, no space before the colon.
@@ -81,6 +90,17 @@ class RequestTimeout(FetchError):
 
 class _Refused(FetchError):
     """A reused connection the server had closed: safe to retry once (GET)."""
+
+
+class _Unanswered(_Refused):
+    """A pipelined request the server ended its connection before answering
+    (closing it, or saying ``Connection: close`` to a request ahead): retried
+    once, and that server is not pipelined to again."""
+
+
+class _Dropped(_Refused):
+    """A pipelined request whose connection was ended here (a request ahead
+    failed or ran out of time): retried once."""
 
 
 class Headers:
@@ -120,14 +140,29 @@ class Route:
     target: str  # request target: origin-form, or absolute-form to an http proxy
     extra: bytes  # Proxy-Authorization, when the proxy URL has credentials
 
+    @property
+    def lane(self) -> tuple:
+        """What the connections in use are counted and pipelined by: the route,
+        and through an http proxy (whose idle connections serve any host)
+        the server asked as well."""
+        return self.key + (self.authority,) if self.key[0] == "proxy" else self.key
+
 
 class _Conn:
-    __slots__ = ("reader", "writer", "reused")
+    """One connection; ``pending`` requests written and not yet fully read,
+    answered in the order written: each waits for ``tail`` (the previous
+    request's "answer read") before reading its own."""
+
+    __slots__ = ("reader", "writer", "reused", "pending", "tail", "broken", "server_ended")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
         self.reused = False
+        self.pending = 0
+        self.tail: asyncio.Future[None] | None = None
+        self.broken = False  # no request may follow the ones in flight
+        self.server_ended = False  # ... because the server ended the connection
 
     def usable(self) -> bool:
         """Open, and holding no bytes nobody asked for (they would be read as
@@ -192,6 +227,10 @@ class HttpClient:
         self._tls: ssl.SSLContext | None = None
         self._blocking = blocking
         self._idle: dict[tuple, list[_Conn]] = {}
+        self._busy: dict[tuple, list[_Conn]] = {}  # connections with requests in flight, by Route.lane
+        self._unpipelined: set[tuple] = set()  # lanes whose server ended a connection with requests queued
+        self._waiting: dict[tuple, list[asyncio.Future[None]]] = {}  # requests waiting for a connection, by lane
+        self._opening: dict[tuple, int] = {}  # connections being opened, by lane
         self._addresses: dict[tuple[str, int], list[tuple]] = {}
         self._lookups: dict[tuple[str, int], asyncio.Future[Any]] = {}
         self.connections_opened = 0
@@ -264,14 +303,82 @@ class HttpClient:
             raise FetchError(f"request to {host_of(url)} failed: {short_error(e)}") from None
 
     async def _get(self, url: str, route: Route, read_timeout: float, deadline: float) -> Response:
-        conn = self._take(route.key)
-        if conn is not None:
+        """One request: on an idle connection, pipelined on a busy one, or on a
+        new one, never more than the route's connections in use at once.  A
+        request whose connection ended before its answer (an idle one the
+        server had closed, or a pipelined one) is sent once more, on a new
+        connection."""
+        key = route.lane
+        retry = False
+        while True:
+            limit = PIPELINE_CONNECTIONS if self._pipelines(route) else MAX_CONNECTIONS
+            room = len(self._busy.get(key, ())) + self._opening.get(key, 0) < limit
+            conn = None
+            if not retry:
+                conn = self._join(route) or (self._take(route.key) if room else None)
+            if conn is None:
+                if room:
+                    break  # open one
+                await self._wait_for_connection(key)
+                continue
             try:
                 return await self._exchange(conn, url, route, read_timeout, deadline)
+            except _Unanswered:
+                self._unpipelined.add(key)  # the server does not keep pipelined requests: not again
             except _Refused:
-                pass  # the server had closed that idle connection: once more, on a new one
-        conn = await self._open(route)
+                pass  # the server had closed that idle connection, or a request ahead failed
+            retry = True
+        self._opening[key] = self._opening.get(key, 0) + 1
+        try:
+            conn = await self._open(route)
+        finally:
+            self._opening[key] -= 1
+            if not self._opening[key]:
+                del self._opening[key]
+            self._wake(key, every=True)  # a connection to join (or room to open one)
         return await self._exchange(conn, url, route, read_timeout, deadline)
+
+    def _pipelines(self, route: Route) -> bool:
+        """Whether requests to *route* may be pipelined: not through an http proxy
+        (absolute-form requests), nor to a server that ended a connection with
+        pipelined requests unanswered."""
+        return route.key[0] != "proxy" and route.lane not in self._unpipelined
+
+    def _wake(self, key: tuple, every: bool = False) -> None:
+        """Let one (or every) request waiting for a connection to *key* look again."""
+        for waiter in self._waiting.get(key, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+                if not every:
+                    return
+
+    async def _wait_for_connection(self, key: tuple) -> None:
+        """Until a connection to *key* has room (woken by :meth:`_wake`)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append(waiter)
+        try:
+            await waiter
+        finally:
+            waiters = self._waiting.get(key)
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiting[key]
+
+    def _join(self, route: Route) -> _Conn | None:
+        """A busy connection to pipeline the request on, or None (open another).
+
+        Only once PIPELINE_CONNECTIONS connections to the route are busy or
+        being opened, on the least loaded of them with fewer than
+        PIPELINE_DEPTH requests in flight, and only where :meth:`_pipelines`.
+        """
+        if not self._pipelines(route):
+            return None
+        busy = [c for c in self._busy.get(route.lane, ()) if not c.broken and not c.writer.is_closing()]
+        if len(busy) + self._opening.get(route.lane, 0) < PIPELINE_CONNECTIONS or not busy:
+            return None
+        conn = min(busy, key=lambda c: c.pending)
+        return conn if conn.pending < PIPELINE_DEPTH else None
 
     def _take(self, key: tuple) -> _Conn | None:
         conns = self._idle.get(key)
@@ -372,33 +479,86 @@ class HttpClient:
 
     async def _exchange(self, conn: _Conn, url: str, route: Route, read_timeout: float,
                         deadline: float) -> Response:
+        """Send one request on *conn* and read its answer, after the answers of
+        the requests written on it before (pipelining, see :meth:`_join`).
+
+        Anything that goes wrong ends the connection (closed, ``broken``):
+        the requests queued behind fail with :class:`_Unanswered` and are
+        sent again, once, each on a connection of its own.  An answer is only
+        ever read by the request whose turn it is, so no body can reach
+        another request.
+        """
         host = route.authority
         request = (f"GET {route.target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
                    "Accept: */*\r\nAccept-Encoding: identity\r\n").encode("ascii") + (
                        route.extra if not route.connect_to else b"") + b"\r\n"
+        loop = asyncio.get_running_loop()
+        before, mine = conn.tail, loop.create_future()
+        conn.tail = mine
+        conn.pending += 1
+        if conn.pending == 1:
+            self._busy.setdefault(route.lane, []).append(conn)
+        reading = before is None
         try:
             conn.writer.write(request)
             self.requests_sent += 1
-            loop = asyncio.get_running_loop()
             # One timer for the whole answer: it is moved on after every read
             # (read_timeout of silence) but never past the deadline.
             async with asyncio.timeout_at(min(deadline, loop.time() + read_timeout)) as timer:
+                if before is not None:
+                    await asyncio.shield(before)  # the answers before this one are read (or it ended)
+                    reading = True
+                    _move(timer, read_timeout, deadline)
                 try:
                     status, headers, http10 = await self._head(conn.reader, host, timer, read_timeout, deadline)
                 except _Refused:
+                    conn.server_ended = True
+                    if before is not None:
+                        raise _Unanswered(f"{host} closed the connection before answering a pipelined request") from None
                     if conn.reused:
                         raise
                     raise FetchError(f"{host} closed the connection without answering") from None
                 body, reusable = await self._body(conn.reader, status, headers, http10, url, timer,
                                                   read_timeout, deadline)
         except BaseException:
-            conn.close()
+            # Nobody reads after this: the requests behind are told, those ahead
+            # (if this one never got to read) still get their answers.
+            conn.broken = True
+            if reading:
+                conn.close()
+            self._answered(route.lane, conn, mine)
+            if conn.pending == 0:
+                conn.close()
             raise
-        if reusable:
-            self._give_back(route.key, conn)
-        else:
-            conn.close()
+        if not reusable:
+            conn.broken = conn.server_ended = True
+        self._answered(route.lane, conn, mine)
+        if conn.pending == 0:
+            if conn.broken:
+                conn.close()
+            else:
+                self._give_back(route.key, conn)
         return Response(status, headers, body)
+
+    def _answered(self, lane: tuple, conn: _Conn, mine: "asyncio.Future[None]") -> None:
+        """This request is done with *conn*: the next one may read (or is told the connection ended)."""
+        conn.pending -= 1
+        if conn.pending == 0:
+            conn.tail = None
+            busy = self._busy.get(lane)
+            if busy is not None and conn in busy:
+                busy.remove(conn)
+                if not busy:
+                    del self._busy[lane]
+        self._wake(lane)  # room on this connection, or one connection fewer in use
+        if mine.done():
+            return
+        if conn.broken:
+            why = _Unanswered if conn.server_ended else _Dropped
+            mine.set_exception(why("the connection ended before this pipelined request was answered"))
+            mine.exception()  # retrieved: nobody may be queued behind
+        else:
+            mine.set_result(None)
 
     async def _head(self, reader: asyncio.StreamReader, host: str, timer: Any = None,
                     read_timeout: float = 0.0, deadline: float = 0.0) -> tuple[int, Headers, bool]:

@@ -83,7 +83,7 @@ class FetchSettings:
     read_timeout: float = 10.0
     deadline: float = 30.0
     max_bytes: int = 2 * 1024 * 1024
-    max_workers: int = 64
+    max_workers: int = 256
     proxy: str | None = None  # explicit proxy; None = the package manager's
     cache_dir: Path | None = Path("/var/cache/rebuildgate")
     #: Evidence for an exact file does not change: a day covers an update

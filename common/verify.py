@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import hashlib
-import json
 import logging
 import os
 import threading
