@@ -310,6 +310,7 @@ class Transport:
         self._abandoned: set[asyncio.Task[Any]] = set()  # cancelled because their origin was tripped
         self._cache_writer = DaemonPool(1, "rbg-cache")  # writes never queue ahead of reads
         self._from_cache: set[str] = set()  # URLs whose answer in this run came from the disk cache
+        self._not_cached: set[str] = set()  # URLs this run looked for in the disk cache and did not find
         self._cache_off = False
         self._cache_batch: list[tuple[str, asyncio.Future[bytes | None]]] = []  # reads not yet handed out
 
@@ -473,8 +474,7 @@ class Transport:
             return None
         bodies = list(await asyncio.gather(*(self._cache_get(cache, url, deadline) for url in urls)))
         for url, body in zip(urls, bodies):
-            if body is not None:
-                self._from_cache.add(url)
+            (self._from_cache if body is not None else self._not_cached).add(url)
         return bodies
 
     def came_from_cache(self, url: str) -> bool:
@@ -488,7 +488,7 @@ class Transport:
         if self.settings.offline:
             raise FetchError(f"not fetching {host_of(url)}: [fetch] offline = true (no network request is made)")
         cache = self.cache if use_cache and not self._cache_off else None
-        if cache and not fresh:
+        if cache and not fresh and url not in self._not_cached:  # a miss is not looked for twice
             cached = await self._cache_get(cache, url, deadline)
             if cached is not None:
                 self._from_cache.add(url)

@@ -202,3 +202,15 @@ def test_a_cache_read_that_hangs_leaves_the_verdict_to_the_rebuilder_in_bounded_
         stuck.set()
     assert got.accepted and requests(rb) == 2
     assert took < policy.fetch.deadline * 0.5, took
+
+
+def test_a_document_missing_from_the_cache_is_looked_for_there_once(world, monkeypatch) -> None:
+    """The shortcut's miss is remembered: the job that then asks the rebuilder
+    does not read the cache for the same URL again."""
+    rb, policy, cache, url = world
+    looked: list[str] = []
+    original = DocumentCache.get_many
+    monkeypatch.setattr(DocumentCache, "get_many", lambda self, urls, now=None: looked.extend(urls) or
+                        original(self, urls, now))
+    assert verdict(policy).accepted and requests(rb) == 1
+    assert looked == [url]
