@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rebuildgate.dnf.gate import Gate  # noqa: E402
-from rebuildgate.policy import load_policy  # noqa: E402
+from rebuildgate.policy import FetchSettings, load_policy  # noqa: E402
 from tests.dnf_plugin.harness import DnfSandbox  # noqa: E402
 from tests.support.packages import build_rpm, make_rpm_repo  # noqa: E402
 from tests.support.policy import write_policy  # noqa: E402
@@ -42,9 +42,12 @@ from tests.support.rebuilders import FakeRebuilder, make_rebuilders  # noqa: E40
 from bench.fastserver import RemoteServers  # noqa: E402
 from tests.support.server import ServerSet  # noqa: E402
 
-#: Concurrent evidence requests.  200 packages x 5 rebuilders at 50 ms is
-#: 50 s of waiting in total; the target needs ~40+ requests in flight.
-MAX_WORKERS = 64
+#: Concurrent evidence requests: the policy's default.  200 packages x 5
+#: rebuilders at 50 ms is 50 s of waiting in total; the target needs ~40+
+#: requests in flight.
+MAX_WORKERS = FetchSettings().max_workers
+#: Compared at the target point: the default before pipelining (stop 11).
+OTHER_WORKERS = 64
 TARGET = (200, 5, 0.05, 1.5)  # packages, rebuilders, latency, seconds
 
 
@@ -122,9 +125,9 @@ def bench_resolved(base: Path, quick: bool) -> list[tuple[int, int, float, float
                 policy = rig.policy(base / f"policy-{count}.toml", count)
                 for size in sizes:
                     rows.append((size, count, latency, time_resolved(policy, rig.packages[:size], runs)))
-        # The same target point with the library's default worker count, for comparison.
+        # The same target point with another worker count, for comparison.
         rig.latency(TARGET[2])
-        default_policy = rig.policy(base / "policy-default-workers.toml", TARGET[1], max_workers=16)
+        default_policy = rig.policy(base / "policy-other-workers.toml", TARGET[1], max_workers=OTHER_WORKERS)
         default = time_resolved(default_policy, rig.packages[:TARGET[0]], runs)
     finally:
         rig.close()
@@ -135,7 +138,7 @@ def bench_resolved(base: Path, quick: bool) -> list[tuple[int, int, float, float
         if (size, count, latency) == TARGET[:3]:
             mark = "  <- target < 1.5 s: " + ("met" if seconds < TARGET[3] else "MISSED")
         print(f"{size:>8} {count:>10} {latency * 1000:>6.0f}ms {seconds:>8.3f}s{mark}")
-    print(f"(same target point with max_workers = 16: {default:.3f}s)")
+    print(f"(same target point with max_workers = {OTHER_WORKERS}: {default:.3f}s)")
     return rows
 
 

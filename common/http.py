@@ -68,14 +68,18 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100
 MAX_INTERIM = 8  # 1xx answers before the real one
 MAX_IDLE = 64  # kept-alive connections per host
-#: Connections to one route before further requests are pipelined on them,
-#: and requests in flight on one connection (HTTP/1.1 pipelining, as apt
-#: does towards mirrors: Acquire::http::Pipeline-Depth).  Only straight to
-#: the server or through a CONNECT tunnel, never through an http proxy.
-PIPELINE_CONNECTIONS = 8
+#: Connections to one server before further requests are pipelined on
+#: them, and requests in flight on one connection (HTTP/1.1 pipelining, as
+#: apt does towards mirrors: Acquire::http::Pipeline-Depth).  Only straight
+#: to the server or through a CONNECT tunnel, never through an http proxy.
+#: Pipelined requests are answered one after another, so a server that
+#: takes time over each would answer them later than on connections of
+#: their own: they are only pipelined beyond as many connections as were
+#: ever used before pipelining (32 per server with max_workers 64).
+PIPELINE_CONNECTIONS = 32
 PIPELINE_DEPTH = 16
-#: Connections in use to one route at most; a request beyond waits for one
-#: (with pipelining this is only reached when a server refuses it).
+#: Connections in use to one server at most where requests are not
+#: pipelined; a request beyond waits for one.
 MAX_CONNECTIONS = 32
 DRAIN_LIMIT = 64 * 1024  # an error page this small is read so its connection can be reused
 _STATUS = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: [^\r\n]*)?\r?\n")
