@@ -68,19 +68,16 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100
 MAX_INTERIM = 8  # 1xx answers before the real one
 MAX_IDLE = 64  # kept-alive connections per host
-#: Connections to one server before further requests are pipelined on
-#: them, and requests in flight on one connection (HTTP/1.1 pipelining, as
-#: apt does towards mirrors: Acquire::http::Pipeline-Depth).  Only straight
-#: to the server or through a CONNECT tunnel, never through an http proxy.
+#: Connections in use to one server at most (32, as many as ever were with
+#: max_workers 64).  Further requests are pipelined on them, at most
+#: PIPELINE_DEPTH on one (HTTP/1.1 pipelining, as apt does towards mirrors:
+#: Acquire::http::Pipeline-Depth), or wait for one where that is not done:
+#: through an http proxy, or to a server that ended pipelined requests.
 #: Pipelined requests are answered one after another, so a server that
 #: takes time over each would answer them later than on connections of
-#: their own: they are only pipelined beyond as many connections as were
-#: ever used before pipelining (32 per server with max_workers 64).
-PIPELINE_CONNECTIONS = 32
-PIPELINE_DEPTH = 16
-#: Connections in use to one server at most where requests are not
-#: pipelined; a request beyond waits for one.
+#: their own: hence only beyond these.
 MAX_CONNECTIONS = 32
+PIPELINE_DEPTH = 16
 DRAIN_LIMIT = 64 * 1024  # an error page this small is read so its connection can be reused
 _STATUS = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: [^\r\n]*)?\r?\n")
 #: field-name ":" field-value; no obsolete line folding, no space before the colon.
@@ -315,11 +312,10 @@ class HttpClient:
         key = route.lane
         retry = False
         while True:
-            limit = PIPELINE_CONNECTIONS if self._pipelines(route) else MAX_CONNECTIONS
-            room = len(self._busy.get(key, ())) + self._opening.get(key, 0) < limit
+            room = len(self._busy.get(key, ())) + self._opening.get(key, 0) < MAX_CONNECTIONS
             conn = None
             if not retry:
-                conn = self._join(route) or (self._take(route.key) if room else None)
+                conn = self._take(route.key) if room else self._join(route)
             if conn is None:
                 if room:
                     break  # open one
@@ -370,17 +366,16 @@ class HttpClient:
                     del self._waiting[key]
 
     def _join(self, route: Route) -> _Conn | None:
-        """A busy connection to pipeline the request on, or None (open another).
-
-        Only once PIPELINE_CONNECTIONS connections to the route are busy or
-        being opened, on the least loaded of them with fewer than
-        PIPELINE_DEPTH requests in flight, and only where :meth:`_pipelines`.
+        """A busy connection to pipeline the request on (the caller found
+        MAX_CONNECTIONS in use), or None (wait): the least loaded of them with
+        fewer than PIPELINE_DEPTH requests in flight, only where
+        :meth:`_pipelines`.
         """
         if not self._pipelines(route):
             return None
         busy = [c for c in self._busy.get(route.lane, ()) if not c.broken and not c.writer.is_closing()]
-        if len(busy) + self._opening.get(route.lane, 0) < PIPELINE_CONNECTIONS or not busy:
-            return None
+        if not busy:
+            return None  # all still being opened
         conn = min(busy, key=lambda c: c.pending)
         return conn if conn.pending < PIPELINE_DEPTH else None
 
@@ -486,8 +481,9 @@ class HttpClient:
         """Send one request on *conn* and read its answer, after the answers of
         the requests written on it before (pipelining, see :meth:`_join`).
 
-        Anything that goes wrong ends the connection (closed, ``broken``):
-        the requests queued behind fail with :class:`_Unanswered` and are
+        Anything that goes wrong ends the connection (``broken``): the
+        requests queued behind fail with :class:`_Unanswered` (the server
+        ended it) or :class:`_Dropped` (a request ahead failed here) and are
         sent again, once, each on a connection of its own.  An answer is only
         ever read by the request whose turn it is, so no body can reach
         another request.
@@ -528,10 +524,8 @@ class HttpClient:
             # Nobody reads after this: the requests behind are told, those ahead
             # (if this one never got to read) still get their answers.
             conn.broken = True
-            if reading:
-                conn.close()
             self._answered(route.lane, conn, mine)
-            if conn.pending == 0:
+            if reading or conn.pending == 0:
                 conn.close()
             raise
         if not reusable:

@@ -343,29 +343,26 @@ class Verifier:
         started = time.monotonic()
         deadline = started + self.policy.fetch.deadline * CACHE_SHARE
 
-        async def one(rebuilder: Rebuilder, job: _Job) -> bool:
+        async def one(rebuilder: Rebuilder, job: _Job) -> None:
             source = self.sources[rebuilder.name]
             if self.transport.budgets.refusal(source.check_account) is not None:
-                return False
+                return
             documents = await source.cached_documents(artifact, deadline)
             if documents is None:
-                return False
+                return
             report = await self._check_documents(rebuilder, source, documents)
-            if not votes(artifact, report.links):
-                return False
-            job.started, job.report = started, report
-            return True
+            if votes(artifact, report.links):
+                job.started, job.report = started, report
 
         try:
             async with asyncio.timeout_at(deadline):
-                settled = await asyncio.gather(*(one(rb, job) for rb, job in work))
+                await asyncio.gather(*(one(rb, job) for rb, job in work))
         except TimeoutError:
-            settled = [job.report is not None for _, job in work]
+            pass
         except Exception as e:  # noqa: BLE001 - a bug here only costs the shortcut
             log.debug("rebuildgate: reading the cache for %s: %r", artifact.label, e)
-            settled = [job.report is not None for _, job in work]
         self.last_progress = time.monotonic()
-        return [(rb, job) for (rb, job), done in zip(work, settled) if not done]
+        return [(rb, job) for rb, job in work if job.report is None]
 
     async def _run_job(self, rebuilder: Rebuilder, artifact: Artifact, job: _Job) -> None:
         """One job, never raising: whatever goes wrong costs this rebuilder's vote."""

@@ -2,7 +2,7 @@
 
 A raw server on 127.0.0.1 answers each request with a body naming its path,
 and can end connections the ways real servers and middleboxes do.  With
-``PIPELINE_CONNECTIONS`` at 1 every request after the first is pipelined.
+``MAX_CONNECTIONS`` at 1 every request after the first is pipelined.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class RawServer:
 @pytest.fixture
 def one_connection_first(monkeypatch):
     """Pipeline from the second request on (one connection before requests share it)."""
-    monkeypatch.setattr(http, "PIPELINE_CONNECTIONS", 1)
+    monkeypatch.setattr(http, "MAX_CONNECTIONS", 1)
 
 
 def get_all(t: Transport, urls: list[str], deadline: float = 5.0) -> list[bytes | Exception]:
@@ -132,7 +132,7 @@ def test_pipelined_requests_each_get_their_own_answer_on_few_connections() -> No
         urls = [f"{server.url}/doc{i}" for i in range(200)]
         bodies = get_all(t, urls)
         assert bodies == [f"body of /doc{i}".encode() for i in range(200)]
-        assert t.http.connections_opened == http.PIPELINE_CONNECTIONS == server.connections
+        assert t.http.connections_opened == http.MAX_CONNECTIONS == server.connections
         assert server.pipelined > 0 and len(server.answered) == 200
     finally:
         t.close()
@@ -140,7 +140,7 @@ def test_pipelined_requests_each_get_their_own_answer_on_few_connections() -> No
 
 
 @pytest.mark.parametrize("how", ["close_after", "drop_after"])
-def test_a_server_that_ends_connections_gets_each_request_once_more_unpipelined(one_connection_first, how) -> None:
+def test_a_server_that_ends_connections_gets_each_request_once_more_unpipelined(how) -> None:
     """Requests queued behind an answer that closes the connection (saying so or
     not) are sent again, once, each on its own connection; the route is not
     pipelined again, and at most MAX_CONNECTIONS requests are in flight to it at once."""
