@@ -24,6 +24,13 @@ whatever brought it there (the archive cache, ``./x.deb``):
 * :mod:`.origins`    - where apt thinks a file came from: gated, plain or nowhere
 * :mod:`.preinstall` - the hook: read the files, ask the library, answer apt
 
+The pre-prompt hook (``AptCli::Hooks``) judges the whole transaction before
+the Y/n prompt and any download:
+
+* :mod:`.jsonhook`     - apt's JSON hook protocol (imports only ``json``, ``os``, ``select``)
+* :mod:`.prompt_entry` - the executable: apt's conversation; the rest only for a pre-prompt notification
+* :mod:`.prompt`       - the check: apt's records, one ``verify_many``, the table
+
 No trust decision is made here: this package only translates between apt
 and the library.
 """

@@ -38,20 +38,16 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from . import jsonhook
+from .prompt_entry import EXIT_BLOCKED, EXIT_OK, LEFT_TO_METHOD, fail
 
 if TYPE_CHECKING:
     from rebuildgate.proxy import ProxyChoice
 
-EXIT_OK = 0
-#: Blocked: apt stops.  Distinct from Python's 1 so that the launcher can
-#: tell a verdict from a crash (a crash must not stop apt: the method decides).
-EXIT_BLOCKED = 10
 #: The table fits a terminal of this width after apt's ``E: `` prefix.
 WIDTH = 80
 #: Seconds for the local work (apt's cache, halt feeds, start-up) on top of
@@ -63,7 +59,6 @@ GRACE = 2.0
 #: method (as _apt) reads what the hook (root) fetched instead of asking again.
 CACHE_FLUSH = 2.0
 FOOTER = "Nothing was downloaded."
-LEFT_TO_METHOD = "the download check decides"
 
 
 class HookFailure(Exception):
@@ -229,26 +224,11 @@ def _tell(verdicts, policy, root: bool, report: Report) -> None:  # noqa: ANN001
     report.status = EXIT_BLOCKED if root else EXIT_OK
 
 
-def session(environ: Mapping[str, str], stream: TextIO) -> int:
-    """One run of the hook: handshake, one notification, bye; returns the exit status."""
-    channel: jsonhook.Channel | None = None
-    try:
-        channel = jsonhook.Channel.from_env(dict(environ))
-        channel.handshake()
-        note = channel.read()
-        if note is None or note.method != jsonhook.PRE_PROMPT:
-            if note is not None and note.method != jsonhook.BYE:
-                channel.until_bye()
-            return EXIT_OK  # package-list, statistics, post, fail: nothing to judge
-        channel.until_bye()  # apt has said all it will; it now waits for the verdict
-        packages = jsonhook.installs(note.params)
-    except jsonhook.ProtocolError as e:
-        return _fail(stream, str(e))
-    finally:
-        if channel is not None:
-            channel.close()
-    if not packages:
-        return EXIT_OK  # removals only
+def judge_transaction(packages: list[jsonhook.Install], stream: TextIO) -> int:
+    """Judge a pre-prompt notification's packages and tell apt; returns the exit status.
+
+    Never raises: the hook's own trouble is one ``W:`` line and exit 0.
+    """
     from .watchdog import Watchdog
 
     try:
@@ -256,31 +236,11 @@ def session(environ: Mapping[str, str], stream: TextIO) -> int:
         watchdog = Watchdog(settings.deadline if settings.deadline is not None else MARGIN)
         report = watchdog.run(lambda: judge(packages, settings, os.geteuid() == 0, watchdog.extend))
     except TimeoutError:
-        return _fail(stream, f"no verdict before download within the hook's time limit for {len(packages)} "
-                             f"package(s) (rebuilders slow or unreachable)")
+        return fail(stream, f"no verdict before download within the hook's time limit for {len(packages)} "
+                            f"package(s) (rebuilders slow or unreachable)")
     except HookFailure as e:
-        return _fail(stream, str(e))
+        return fail(stream, str(e))
     except Exception as e:  # noqa: BLE001 - a bug must not stop apt: the method still decides
-        return _fail(stream, f"internal error in the pre-prompt check: {type(e).__name__}: {e}")
+        return fail(stream, f"internal error in the pre-prompt check: {type(e).__name__}: {e}")
     report.write(stream)
     return report.status
-
-
-def _fail(stream: TextIO, why: str) -> int:
-    from rebuildgate.errors import one_line
-
-    stream.write(f"W: {one_line(f'rebuildgate: {why}; {LEFT_TO_METHOD}', 2000)}\n")
-    stream.flush()
-    return EXIT_OK
-
-
-def main() -> None:
-    """Console script ``rebuildgate-apt-prompt`` (apt runs it through the launcher install.py writes)."""
-    code = session(os.environ, sys.stderr)
-    sys.stderr.flush()
-    # Fetcher threads may still wait on a rebuilder (bounded by its deadline): apt waits for this process.
-    os._exit(code)
-
-
-if __name__ == "__main__":
-    main()

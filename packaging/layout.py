@@ -44,7 +44,7 @@ ENTRY_POINTS = {
     Path("/usr/bin/rebuildgate"): ("rebuildgate.cli", "the rebuildgate command"),
     LIBEXEC / "rebuildgate-apt-method": ("rebuildgate.apt.entry", "the APT method (run by its launcher)"),
     LIBEXEC / "rebuildgate-apt-preinstall": ("rebuildgate.apt.preinstall", "apt's pre-install hook (run by its launcher)"),
-    LIBEXEC / "rebuildgate-apt-prompt": ("rebuildgate.apt.prompt", "apt's pre-prompt hook (run by its launcher)"),
+    LIBEXEC / "rebuildgate-apt-prompt": ("rebuildgate.apt.prompt_entry", "apt's pre-prompt hook (run by its launcher)"),
     LIBEXEC / "rebuildgate-apt-warmup": ("rebuildgate.apt.warmup", "apt's warm-up after update (run by its launcher)"),
 }
 

@@ -6,11 +6,12 @@ import io
 import json
 import socket
 import subprocess
+import sys
 import threading
 
 import pytest
 
-from rebuildgate.apt import jsonhook, prompt
+from rebuildgate.apt import jsonhook, prompt, prompt_entry
 from rebuildgate.apt.install import install_hook
 
 HELLO = b'{"jsonrpc":"2.0","method":"org.debian.apt.hooks.hello","id":0,"params":{"versions":["0.1","0.2"]}}\n\n'
@@ -36,7 +37,7 @@ def converse(messages: bytes, monkeypatch=None) -> tuple[int, str, bytes]:
     apt_end.sendall(messages)
     apt_end.shutdown(socket.SHUT_WR)
     out = io.StringIO()
-    status = prompt.session({"APT_HOOK_SOCKET": str(hook_end.detach())}, out)
+    status = prompt_entry.session({"APT_HOOK_SOCKET": str(hook_end.detach())}, out)
     answer = b""
     while chunk := apt_end.recv(65536):
         answer += chunk
@@ -107,7 +108,7 @@ def test_installs_lists_what_apt_will_fetch():
 
 def test_not_run_by_apt_is_one_warning():
     out = io.StringIO()
-    assert prompt.session({}, out) == 0
+    assert prompt_entry.session({}, out) == 0
     assert out.getvalue() == ("W: rebuildgate: APT_HOOK_SOCKET is not set: run by apt through AptCli::Hooks only; "
                               "the download check decides\n")
 
@@ -131,3 +132,53 @@ def test_prompt_launcher_passes_a_block_on_and_turns_a_crash_into_a_warning(tmp_
     assert done.returncode == expected
     warned = f"W: rebuildgate: the pre-prompt check failed (exit status {status}); the download check decides\n"
     assert done.stderr == (warned if expected != status else "")
+
+
+IMPORTS_OF_A_PLAIN_RUN = """
+import io, os, socket, sys
+apt_end, hook_end = socket.socketpair()
+apt_end.sendall(sys.stdin.buffer.read())
+apt_end.shutdown(socket.SHUT_WR)
+before = set(sys.modules)
+from rebuildgate.apt import prompt_entry
+status = prompt_entry.session({"APT_HOOK_SOCKET": str(hook_end.detach())}, io.StringIO())
+print(status, " ".join(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_runs_with_nothing_to_judge_load_only_the_wire_format() -> None:
+    """apt runs the hook for every notification: the three that are not the
+    pre-prompt one load no library module, no socket, dataclasses or typing."""
+    messages = HELLO + notification("install.statistics") + BYE
+    done = subprocess.run([sys.executable, "-I", "-c", IMPORTS_OF_A_PLAIN_RUN], input=messages,
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    status, loaded = done.stdout.decode().split(" ", 1)
+    assert status == "0"
+    modules = set(loaded.split())
+    assert {"rebuildgate.apt.jsonhook", "rebuildgate.apt.prompt_entry"} <= modules
+    assert not modules & {"rebuildgate.apt.prompt", "rebuildgate.verify", "rebuildgate.errors", "dataclasses",
+                          "typing", "asyncio"}, sorted(modules)
+
+
+def test_a_message_may_arrive_in_pieces_and_blank_lines_may_hold_spaces() -> None:
+    apt_end, hook_end = socket.socketpair()
+    channel = jsonhook.Channel(hook_end.detach())
+    pieces = [HELLO[:7], HELLO[7:-1], b" \r\n", b"\n" + notification("install.post")[:30],
+              notification("install.post")[30:]]
+
+    def feed() -> None:
+        for piece in pieces:
+            apt_end.sendall(piece)
+        apt_end.shutdown(socket.SHUT_WR)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        assert channel.read().method == jsonhook.HELLO
+        assert channel.read().method == "org.debian.apt.hooks.install.post"
+        assert channel.read() is None
+    finally:
+        feeder.join()
+        channel.close()
+        apt_end.close()
