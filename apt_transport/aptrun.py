@@ -1,4 +1,4 @@
-"""One apt run, several processes: what the first learned about slow rebuilders, the next ones reuse.
+"""One apt run, several processes: what the first learned and fetched, the next ones reuse.
 
 ``apt-get install`` runs the pre-prompt hook, then the method for the
 downloads, then the pre-install hook, each a process of its own with its
@@ -12,10 +12,20 @@ walking up the process tree) adopt them.
 
 This can only cost votes, never add one: an adopted origin is not asked,
 its documents already in the evidence cache are still verified as usual.
+
+The hook also leaves the documents it fetched, all in one file
+(``apt-run-<key>.docs``), and the later processes serve them as answers
+from the cache (:meth:`rebuildgate.fetch.Transport.preload_cache`): so the
+method asks no rebuilder again without waiting for a thousand cache entries
+to be written (the hook has them written by a detached child,
+:meth:`rebuildgate.cache.DocumentCache.write_detached`, for later runs).
+Like the cache they are verified again on use, and one that gives no vote
+is fetched afresh: the file can save requests, never change a verdict.
+
 A file is used only if it is a regular file owned by root in the cache
-directory the cache itself trusts, small, and well formed; anything else
-is ignored (the process then finds out for itself).  Files of runs over an
-hour old are removed by the next hook.
+directory the cache itself trusts, not too large, and well formed; anything
+else is ignored (the process then finds out for itself).  Files of runs
+over an hour old are removed by the next hook.
 """
 
 from __future__ import annotations
@@ -32,7 +42,13 @@ MAX_BYTES = 64 * 1024
 MAX_ORIGINS = 64
 MAX_AGE = 3600
 SUFFIX = ".trips"
+DOCUMENTS_SUFFIX = ".docs"
 PREFIX = "apt-run-"
+#: The documents file: this line, then ``<url>\n<size>\n<body>\n`` for each document.
+DOCUMENTS_HEADER = b"rebuildgate apt-run documents 1\n"
+#: Larger than the fetcher ever holds back (rebuildgate.fetch.HOLD_BYTES) with its URLs.
+MAX_DOCUMENTS_BYTES = 48 * 1024 * 1024
+MAX_URL = 8192
 
 
 def run_key(pid: int | None = None, depth: int = 8) -> str | None:
@@ -68,8 +84,8 @@ def _stat(pid: int) -> tuple[str, int, str] | None:
         return None
 
 
-def _path(cache_dir: Path, key: str) -> Path:
-    return Path(cache_dir) / f"{PREFIX}{key}{SUFFIX}"
+def _path(cache_dir: Path, key: str, suffix: str = SUFFIX) -> Path:
+    return Path(cache_dir) / f"{PREFIX}{key}{suffix}"
 
 
 def save_trips(cache_dir: Path | None, key: str | None, trips: dict[str, str]) -> None:
@@ -89,25 +105,9 @@ def save_trips(cache_dir: Path | None, key: str | None, trips: dict[str, str]) -
 
 def load_trips(cache_dir: Path | None, key: str | None) -> dict[str, str]:
     """What an earlier process of run *key* left, or nothing."""
-    if cache_dir is None or key is None:
+    data = _read_roots(cache_dir, key, SUFFIX, MAX_BYTES)
+    if data is None:
         return {}
-    from rebuildgate.cache import directory_problem
-
-    try:
-        if directory_problem(os.stat(cache_dir)) is not None:
-            return {}
-        fd = os.open(_path(cache_dir, key), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return {}
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_size > MAX_BYTES:
-            return {}
-        data = os.read(fd, MAX_BYTES + 1)
-    except OSError:
-        return {}
-    finally:
-        os.close(fd)
     try:
         trips = json.loads(data)
     except ValueError:
@@ -115,6 +115,93 @@ def load_trips(cache_dir: Path | None, key: str | None) -> dict[str, str]:
     if not isinstance(trips, dict) or len(trips) > MAX_ORIGINS:
         return {}
     return {k: v for k, v in trips.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _read_roots(cache_dir: Path | None, key: str | None, suffix: str, limit: int) -> bytes | None:
+    """The run's file with *suffix*, if root left it in a trusted cache directory and it is
+    at most *limit* bytes; else None."""
+    if cache_dir is None or key is None:
+        return None
+    from rebuildgate.cache import directory_problem
+
+    try:
+        if directory_problem(os.stat(cache_dir)) is not None:
+            return None
+        fd = os.open(_path(cache_dir, key, suffix), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_size > limit:
+            return None
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, min(limit + 1 - size, 1 << 20))):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    return data if len(data) <= limit else None
+
+
+def save_documents(cache_dir: Path | None, key: str | None, documents: list[tuple[str, bytes]]) -> bool:
+    """Leave *documents* ((url, body) pairs) for the later processes of run *key*; best effort, root only."""
+    if cache_dir is None or key is None or os.geteuid() != 0 or not documents:
+        return False
+    from rebuildgate.atomic import write_atomic
+
+    parts, size = [DOCUMENTS_HEADER], len(DOCUMENTS_HEADER)
+    for url, body in documents:
+        name = url.encode("utf-8")
+        if b"\n" in name or len(name) > MAX_URL:
+            continue
+        entry = b"%s\n%d\n" % (name, len(body))
+        size += len(entry) + len(body) + 1
+        if size > MAX_DOCUMENTS_BYTES:
+            break
+        parts += [entry, body, b"\n"]
+    try:
+        write_atomic(_path(cache_dir, key, DOCUMENTS_SUFFIX), b"".join(parts), mode=0o644, durable=False)
+        return True
+    except OSError:
+        return False  # the later processes read the cache, or ask
+
+
+def load_documents(cache_dir: Path | None, key: str | None) -> dict[str, bytes]:
+    """The documents an earlier process of run *key* left (url -> body), or nothing.
+
+    A file that is not exactly a list of whole entries is ignored as a whole.
+    """
+    data = _read_roots(cache_dir, key, DOCUMENTS_SUFFIX, MAX_DOCUMENTS_BYTES)
+    if data is None or not data.startswith(DOCUMENTS_HEADER):
+        return {}
+    documents: dict[str, bytes] = {}
+    at = len(DOCUMENTS_HEADER)
+    while at < len(data):
+        url_end = data.find(b"\n", at, at + MAX_URL + 1)
+        size_end = data.find(b"\n", url_end + 1, url_end + 22) if url_end >= 0 else -1
+        if size_end < 0 or not data[url_end + 1:size_end].isdigit():
+            return {}
+        end = size_end + 1 + int(data[url_end + 1:size_end])
+        if data[end:end + 1] != b"\n":  # every body is followed by a newline: a miscounted one is caught
+            return {}
+        try:
+            url = data[at:url_end].decode("utf-8")
+        except UnicodeDecodeError:
+            return {}
+        documents[url] = data[size_end + 1:end]
+        at = end + 1
+    return documents
+
+
+def adopt_documents(verifier, cache_dir: Path | None, key: str | None) -> int:  # noqa: ANN001 - Verifier
+    """Serve what an earlier process of this apt run fetched as answers from *verifier*'s cache; how many."""
+    documents = load_documents(cache_dir, key)
+    if documents:
+        verifier.transport.preload_cache(documents)
+    return len(documents)
 
 
 def adopt_trips(verifier, cache_dir: Path | None, key: str | None) -> int:  # noqa: ANN001 - Verifier
@@ -151,5 +238,5 @@ def _sweep(directory: Path) -> None:
     from rebuildgate.cache import remove_files
 
     cutoff = time.time() - MAX_AGE
-    remove_files(directory, lambda name: name.startswith(PREFIX) and name.endswith(SUFFIX),
+    remove_files(directory, lambda name: name.startswith(PREFIX) and name.endswith((SUFFIX, DOCUMENTS_SUFFIX)),
                  lambda st: st.st_mtime < cutoff)

@@ -21,7 +21,7 @@ from rebuildgate.policy import load_policy
 from rebuildgate.proxy import ProxyArg
 from rebuildgate.verify import Verifier
 
-from .aptrun import adopt_trips, run_key
+from .aptrun import adopt_documents, adopt_trips, run_key
 
 
 @dataclass
@@ -57,7 +57,10 @@ def load_engine(policy_path: Path | None, proxy: ProxyArg) -> Engine:
     verifier.prepare()  # halt feeds read and their state saved as root, before the drop
     # Rebuilders an earlier process of this apt run stopped asking (before any job starts:
     # the budgets are the fetcher's loop's alone once it verifies).
-    adopt_trips(verifier, policy.fetch.cache_dir, run_key())
+    key = run_key()
+    adopt_trips(verifier, policy.fetch.cache_dir, key)
+    # What it fetched, read as answers from the cache (verified again on use).
+    adopt_documents(verifier, policy.fetch.cache_dir, key)
     return Engine(verifier, None, [one_line(f"rebuildgate: {problem}")] if problem else [], policy.path)
 
 

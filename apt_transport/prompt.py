@@ -27,11 +27,14 @@ Run by anyone but root (``apt-get -s`` as a user) it reports what it would
 block as ``W:`` lines and lets apt go on: only root's verdict counts, and
 only root can write the decision log and the evidence cache.
 
-What it fetched is not fetched again: as root it writes the evidence cache
-(:mod:`rebuildgate.cache`, root-owned ``/var/cache/rebuildgate``) and waits
-for those writes before it exits; the method, as ``_apt``, reads it.  The
-cache saves requests and never changes a verdict: every cached document is
-verified again on use, and one that gives no vote is fetched afresh.
+What it fetched is not fetched again: as root it leaves the documents in
+one file of this apt run in the evidence cache's directory (root-owned
+``/var/cache/rebuildgate``, :mod:`.aptrun`), which the method (as ``_apt``)
+and the pre-install hook read in one go, and a detached child writes them
+to the evidence cache itself (:mod:`rebuildgate.cache`) for later runs;
+apt waits for neither.  Both save requests and never change a verdict:
+every document is verified again on use, and one that gives no vote is
+fetched afresh.
 """
 
 from __future__ import annotations
@@ -166,17 +169,36 @@ def judge(packages: list[jsonhook.Install], settings: Settings, root: bool, exte
     if extend is not None and settings.deadline is None:
         lookups = len(artifacts) * max(1, len(verifier.policy.rebuilders))
         extend(fetch.deadline * math.ceil(lookups / fetch.max_workers) + GRACE + MARGIN)
+    transport = verifier.transport
+    if root and transport.cache is not None:
+        transport.hold_cache_writes()  # handed on below, in one file and by a detached writer
     verdicts = verifier.verify_many(artifacts)
     if root:
-        from .aptrun import run_key, save_trips, tripped
-
-        # The method and the pre-install hook of this apt run skip what this run found too slow,
-        # and read what it fetched from the cache.
-        save_trips(fetch.cache_dir, run_key(), tripped(verifier))
-        if not verifier.transport.flush_cache(CACHE_FLUSH):
-            report.debug.append("evidence cache: writes not done in time; the method fetches what is missing")
+        _hand_on(verifier, report)
     _tell(verdicts, verifier.policy, root, report)
     return report
+
+
+def _hand_on(verifier, report: Report) -> None:  # noqa: ANN001 - Verifier
+    """Leave the method and the pre-install hook of this apt run what this run learned:
+    the rebuilders it found too slow, and the documents it fetched (in one file, read
+    in one go), and have the documents written to the evidence cache for later runs
+    by a detached child, which neither apt nor the method waits for."""
+    from .aptrun import run_key, save_documents, save_trips, tripped
+
+    fetch, transport = verifier.policy.fetch, verifier.transport
+    if transport.cache is None or not transport.cache.usable(create=True):
+        return  # nowhere to leave anything: the later processes find out for themselves
+    key = run_key()
+    save_trips(fetch.cache_dir, key, tripped(verifier))
+    held = transport.held_cache_writes()
+    if held:
+        save_documents(fetch.cache_dir, key, held)
+        if transport.cache.write_detached(held) is None:
+            report.debug.append("evidence cache: not written; later apt runs fetch again")
+    # Documents beyond what is held back went to the cache as usual.
+    if not transport.flush_cache(CACHE_FLUSH):
+        report.debug.append("evidence cache: writes not done in time; the method fetches what is missing")
 
 
 def _artifacts(packages: list[jsonhook.Install], report: Report):  # -> list[Artifact]

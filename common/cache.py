@@ -104,9 +104,8 @@ class DocumentCache:
 
     def put(self, url: str, body: bytes) -> None:
         """Store *body* for *url* (atomically), or do nothing.  Blocking, like :meth:`get`."""
-        if self.ttl <= 0 or len(body) > self.max_bytes or "\n" in url:
-            return
-        if not self._usable(create=True):
+        entry = self._entry(url, body)
+        if entry is None or not self._usable(create=True):
             return
         try:
             if not self._swept:
@@ -114,9 +113,55 @@ class DocumentCache:
                 self._sweep()
             # Not flushed to disk: an entry lost in a crash is a miss, a torn
             # one is re-verified and refetched like any bad entry.
-            write_atomic(self._path(url), url.encode("utf-8") + b"\n" + body, mode=0o644, durable=False)
+            write_atomic(entry[0], entry[1], mode=0o644, durable=False)
         except OSError:
             return  # not writable (e.g. after dropping privileges): just no cache
+
+    def _entry(self, url: str, body: bytes) -> tuple[Path, bytes] | None:
+        """Where *url*'s entry goes and what it holds (the URL, then the body), or None if it is not kept."""
+        if self.ttl <= 0 or len(body) > self.max_bytes or "\n" in url:
+            return None
+        return self._path(url), url.encode("utf-8") + b"\n" + body
+
+    def write_detached(self, items: list[tuple[str, bytes]]) -> int | None:
+        """Store each (url, body) from a child process that outlives this one; its pid, or None.
+
+        For apt's pre-prompt hook, which apt waits for: a thousand entries
+        written from a thread of a process whose event loop and checkers
+        hold the interpreter cost that process a third of its time (every
+        system call of the writer waits for the interpreter's lock again).
+        The child is forked after the verdicts, writes with nothing but
+        system calls (no lock another thread could have held at the fork is
+        ever taken), in a session of its own, with its standard streams on
+        /dev/null and every other descriptor closed, so neither apt nor a
+        terminal waits for it or hears from it.  The method of the same apt
+        run does not wait for it either: it reads the hook's documents from
+        the run's hand-over file (:mod:`rebuildgate.apt.aptrun`).
+        """
+        entries = [e for url, body in items if (e := self._entry(url, body)) is not None]
+        if not entries or not self._usable(create=True):
+            return None
+        plan = [(str(path), data) for path, data in entries]
+        sweep = not self._swept
+        self._swept = True
+        try:
+            pid = os.fork()
+        except OSError:
+            return None
+        if pid != 0:
+            return pid
+        try:  # the child: system calls only, then _exit
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.closerange(3, _max_fd())
+            if sweep:
+                self._sweep()
+            for path, data in plan:
+                _write_entry(path, data)
+        finally:
+            os._exit(0)
 
     def remove_expired(self, now: float | None = None) -> int:
         """Delete entries older than the TTL (or dated in the future); how many.
@@ -138,6 +183,11 @@ class DocumentCache:
         cutoff = time.time() - 3600
         remove_files(self.directory, lambda name: name.startswith("."),
                      lambda st: stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff)
+
+    def usable(self, create: bool = False) -> bool:
+        """Whether the directory may be used (*create*: made if missing); checked once,
+        warned about once per process."""
+        return self._usable(create)
 
     def _usable(self, create: bool) -> bool:
         """Whether the directory may be used: checked once, warned about once per process."""
@@ -212,6 +262,38 @@ def _warn_once(directory: Path, problem: str) -> None:
         _warned.add(key)
     log.warning("rebuildgate: evidence cache %s is not used: %s (fix it, or set [fetch] cache_dir = \"\")",
                 directory, problem)
+
+
+def _max_fd() -> int:
+    try:
+        return max(int(os.sysconf("SC_OPEN_MAX")), 256)
+    except (OSError, ValueError):
+        return 4096
+
+
+def _write_entry(path: str, data: bytes) -> None:
+    """:func:`~rebuildgate.atomic.write_atomic` with system calls alone (for a forked child):
+    a temporary named by the process id, never followed if planted, renamed over the entry."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fchmod(fd, 0o644)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def _read_up_to(fd: int, limit: int) -> bytes:

@@ -62,6 +62,10 @@ log = logging.getLogger("rebuildgate")
 CACHE_SHARE = 0.25
 #: Cache reads asked for together that one worker reads in one call.
 CACHE_BATCH = 32
+#: Bytes of documents :meth:`Transport.hold_cache_writes` keeps back at most
+#: (a transaction's links are a few MiB; a rebuilder sending garbage at the
+#: size limit does not make the process hold all of it).
+HOLD_BYTES = 32 * 1024 * 1024
 MAX_REBUILDERD_RECORDS = 8
 
 
@@ -313,6 +317,11 @@ class Transport:
         self._not_cached: set[str] = set()  # URLs this run looked for in the disk cache and did not find
         self._cache_off = False
         self._cache_batch: list[tuple[str, asyncio.Future[bytes | None]]] = []  # reads not yet handed out
+        #: Cache writes kept back for the caller (hold_cache_writes), and their bytes; None: written as they come.
+        self._held: list[tuple[str, bytes]] | None = None
+        self._held_room = 0
+        #: Documents handed over by an earlier process of the same run (preload_cache): read as cache hits.
+        self._preloaded: dict[str, bytes] = {}
 
     # -- threads <-> loop -----------------------------------------------------
 
@@ -364,6 +373,40 @@ class Transport:
             return True
         except Exception:  # noqa: BLE001 - a cache that cannot be written is a cache miss later
             return False
+
+    def hold_cache_writes(self, max_bytes: int = HOLD_BYTES) -> None:
+        """Keep the documents fetched from now on for :meth:`held_cache_writes`
+        instead of writing them to the cache (up to *max_bytes* of them; any
+        beyond are written as usual).  Call before the first fetch.
+
+        For a process that ends right after its verdicts and hands what it
+        fetched on itself (apt's pre-prompt hook): writing as it goes would
+        take the interpreter from the fetcher's loop once per document.
+        """
+        self._held, self._held_room = [], max_bytes
+
+    def held_cache_writes(self) -> list[tuple[str, bytes]]:
+        """The (url, body) pairs kept back so far, handed over once (read on the loop)."""
+        async def take() -> list[tuple[str, bytes]]:
+            held, self._held = self._held or [], None
+            return held
+
+        try:
+            return self.run(take()).result(timeout=5)
+        except Exception:  # noqa: BLE001 - nothing handed over: later processes fetch for themselves
+            return []
+
+    def preload_cache(self, documents: dict[str, bytes]) -> None:
+        """Serve *documents* (url -> body) as answers from the cache for the rest of this run.
+
+        What an earlier process of the same run fetched (apt's pre-prompt
+        hook, for the method: :mod:`rebuildgate.apt.aptrun`).  They are what
+        the cache holds in all but where: verified again on use, and one that
+        gives no vote is fetched afresh.  Call before the first lookup.
+        """
+        if self.cache is not None:
+            self._preloaded = {url: body for url, body in documents.items()
+                               if isinstance(url, str) and len(body) <= self.settings.max_bytes}
 
     # -- on the loop ----------------------------------------------------------
 
@@ -495,7 +538,11 @@ class Transport:
                 return cached
         body = await self._metered(origin, self.http.get, url, deadline)
         if cache:
-            self._cache_writer.submit(cache.put, url, body)  # in the background: never delays a verdict
+            if self._held is not None and len(body) <= self._held_room:
+                self._held.append((url, body))
+                self._held_room -= len(body)
+            else:
+                self._cache_writer.submit(cache.put, url, body)  # in the background: never delays a verdict
         return body
 
     async def _metered(self, origin: str, fetch: Any, *args: Any) -> bytes:
@@ -553,6 +600,9 @@ class Transport:
         blocking call (:meth:`_read_cached`); each caller still waits only
         its own quarter.
         """
+        preloaded = self._preloaded.get(url)
+        if preloaded is not None:
+            return preloaded
         wait = max(deadline - time.monotonic(), 0.0) * CACHE_SHARE
         try:
             async with asyncio.timeout(wait):

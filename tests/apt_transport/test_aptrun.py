@@ -1,6 +1,7 @@
-"""One apt run's processes share the rebuilders they stopped asking (rebuildgate.apt.aptrun).
+"""One apt run's processes share the rebuilders they stopped asking and the documents
+the first fetched (rebuildgate.apt.aptrun).
 
-Unit tests of the run's identity and of the file the pre-prompt hook leaves,
+Unit tests of the run's identity and of the files the pre-prompt hook leaves,
 then real apt-get: a rebuilder slower than half the deadline costs the run
 its half-deadline once, in the pre-prompt hook; the method does not ask it
 again.
@@ -16,7 +17,8 @@ import time
 
 import pytest
 
-from rebuildgate.apt.aptrun import load_trips, run_key, save_trips
+from rebuildgate.apt import aptrun
+from rebuildgate.apt.aptrun import load_documents, load_trips, run_key, save_documents, save_trips
 from tests.apt_transport.harness import flat_source
 from tests.apt_transport.test_prompt import make_apt
 from tests.apt_transport.world import World
@@ -63,6 +65,47 @@ def test_trips_round_trip_and_are_refused_when_not_roots_or_odd(tmp_path) -> Non
     cache.chmod(0o777)  # a directory others can write is not trusted
     assert load_trips(cache, "42-7") == {}
     cache.chmod(0o755)
+    old = time.time() - 7200
+    os.utime(path, (old, old))
+    save_trips(cache, "44-7", {})  # the next hook sweeps runs over an hour old
+    assert not path.exists()
+
+
+DOCUMENTS = [("http://rb0/sources/a/1.0/metadata", b'{"signed": {}}'), ("http://rb1/x y%20", b""),
+             ("http://rb1/bin", bytes(range(256)) + b"\n\n")]
+
+
+def test_documents_round_trip_and_are_refused_when_not_roots_or_odd(tmp_path, monkeypatch) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o755)
+    assert save_documents(cache, "42-7", DOCUMENTS)
+    assert load_documents(cache, "42-7") == dict(DOCUMENTS)
+    assert load_documents(cache, "43-7") == {}  # another run
+    path = cache / "apt-run-42-7.docs"
+    whole = path.read_bytes()
+    for broken in (whole[:-1], whole[:-2], whole + b"x", whole.replace(b"\n14\n", b"\n15\n", 1),
+                   whole.replace(b"\n14\n", b"\n13\n", 1), whole.replace(b"\n14\n", b"\n-1\n", 1),
+                   b"another format 1\n" + whole.split(b"\n", 1)[1]):
+        path.write_bytes(broken)  # a truncated, padded or miscounted file is not used at all
+        assert load_documents(cache, "42-7") == {}, broken[:80]
+    path.write_bytes(whole)
+    os.chown(path, 65534, 65534)  # written by someone else: not believed
+    assert load_documents(cache, "42-7") == {}
+    path.unlink()
+    os.symlink(tmp_path / "elsewhere", path)
+    (tmp_path / "elsewhere").write_bytes(whole)
+    assert load_documents(cache, "42-7") == {}
+    path.unlink()
+    monkeypatch.setattr(aptrun, "MAX_DOCUMENTS_BYTES", len(whole) - 1)
+    assert save_documents(cache, "42-7", DOCUMENTS)  # what fits is written, the rest left out
+    assert load_documents(cache, "42-7") == dict(DOCUMENTS[:2])
+    path.write_bytes(whole)
+    assert load_documents(cache, "42-7") == {}  # larger than any the hook writes
+    cache.chmod(0o777)
+    monkeypatch.undo()
+    assert load_documents(cache, "42-7") == {}  # a directory others can write is not trusted
+    cache.chmod(0o755)
+    assert not save_documents(cache, None, DOCUMENTS) and not save_documents(cache, "42-7", [])
     old = time.time() - 7200
     os.utime(path, (old, old))
     save_trips(cache, "44-7", {})  # the next hook sweeps runs over an hour old

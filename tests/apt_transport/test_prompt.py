@@ -291,6 +291,17 @@ def test_method_reuses_what_the_hook_fetched(world: World, apt_factory):
         assert asked and len(asked) == len(set(asked)), asked  # each document once: by the hook, not again
     decided = [(d["name"], d["verdict"]) for d in world.decisions()]
     assert decided.count(("pkg0", "accepted")) == 3  # the hook, the method, the pre-install hook
+    # The method read them from the run's file; a detached child wrote them to the cache for later runs.
+    assert [p.name for p in (world.base / "cache").glob("apt-run-*.docs")]
+    deadline = time.monotonic() + 30
+    while len([p for p in (world.base / "cache").iterdir() if len(p.name) == 64]) < len(pkgs) * len(rbs):
+        assert time.monotonic() < deadline, "the hook's documents never reached the evidence cache"
+        time.sleep(0.05)
+    apt.clean()
+    again = apt.run("install", "--reinstall", "--download-only", *(p.name for p in pkgs))
+    assert again.returncode == 0, again
+    assert sorted(apt.downloaded()) == sorted(p.filename for p in pkgs)
+    assert all(len(rb.server.requests) == len(pkgs) for rb in rbs if rb.server)  # a later apt run: the cache
 
 
 def test_a_halt_blocks_before_download(world: World, apt_factory):

@@ -205,3 +205,61 @@ def test_a_batch_read_takes_one_time_for_all_and_an_error_is_a_miss(directory, m
     real = cache.get
     monkeypatch.setattr(cache, "get", lambda url, now=None: 1 / 0 if url == URL else real(url, now))
     assert cache.get_many([URL, URL + "2", "http://rb.example/none"]) == [None, b"other", None]
+
+
+def _gated_writes(monkeypatch, gate: Path, ready: Path) -> None:
+    """The detached writer says it is *ready* (a file), then waits for *gate* (a FIFO)
+    to be opened by the test before its first entry."""
+    original = cache_module._write_entry
+    waited: list[bool] = []
+
+    def gated(path: str, data: bytes) -> None:
+        if not waited:
+            waited.append(True)
+            os.close(os.open(ready, os.O_WRONLY | os.O_CREAT, 0o600))
+            os.close(os.open(gate, os.O_RDONLY))  # blocks until the test opens the FIFO for writing
+        original(path, data)
+
+    monkeypatch.setattr(cache_module, "_write_entry", gated)
+
+
+def test_detached_writes_come_from_a_child_that_holds_nothing_of_ours(directory, tmp_path, monkeypatch) -> None:
+    """apt waits for the pre-prompt hook and for EOF on what it gave it: the child
+    writing the cache must hold none of it, and be out of the terminal's reach."""
+    gate, ready = tmp_path / "gate", tmp_path / "ready"
+    os.mkfifo(gate)
+    _gated_writes(monkeypatch, gate, ready)
+    cache = DocumentCache(directory, ttl=60, max_bytes=MAX)
+    documents = [(f"http://rb/doc{i}", b"link %d" % i) for i in range(50)]
+    read_end, write_end = os.pipe()  # stands for apt's pipes: the child must not keep them open
+    try:
+        pid = cache.write_detached(documents)
+        assert pid is not None and pid != os.getpid()
+        try:
+            deadline = time.monotonic() + 30
+            while not ready.exists():  # the child has set itself up and waits at the gate
+                assert time.monotonic() < deadline, "the detached writer never started writing"
+                time.sleep(0.01)
+            fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+            assert fds == {0: os.devnull, 1: os.devnull, 2: os.devnull}, fds
+            assert os.getsid(pid) == pid  # a session of its own: no terminal signal reaches it
+            assert cache.get(documents[0][0]) is None  # nothing written before the gate opened
+        finally:
+            os.close(os.open(gate, os.O_WRONLY))  # let it write
+        _, status = os.waitpid(pid, 0)
+        assert status == 0
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert [cache.get(url) for url, _ in documents] == [body for _, body in documents]
+    assert not [p for p in directory.iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+def test_detached_writes_skip_what_the_cache_does_not_keep(directory) -> None:
+    cache = DocumentCache(directory, ttl=60, max_bytes=8)
+    assert cache.write_detached([("http://rb/big", b"x" * 9), ("http://rb/a\nb", b"ok")]) is None  # nothing to write
+    pid = cache.write_detached([("http://rb/big", b"x" * 9), ("http://rb/small", b"ok")])
+    assert pid is not None
+    os.waitpid(pid, 0)
+    assert cache.get("http://rb/small") == b"ok" and cache.get("http://rb/big") is None
+    assert DocumentCache(directory, ttl=0, max_bytes=8).write_detached([("http://rb/x", b"ok")]) is None

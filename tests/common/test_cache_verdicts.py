@@ -214,3 +214,55 @@ def test_a_document_missing_from_the_cache_is_looked_for_there_once(world, monke
                         original(self, urls, now))
     assert verdict(policy).accepted and requests(rb) == 1
     assert looked == [url]
+
+
+def verdict_preloaded(policy, documents: dict[str, bytes]):
+    with Verifier(policy) as v:
+        v.transport.preload_cache(documents)
+        return v.verify_many([ART])[0]
+
+
+@pytest.mark.parametrize("kind", ["garbage", "foreign", "outdated", "other-key"])
+def test_a_handed_over_document_that_does_not_vote_is_fetched_again(world, tmp_keys, kind) -> None:
+    """What an earlier process of the same apt run hands over obeys the cache's rules."""
+    rb, policy, cache, url = world
+    body = {
+        "garbage": b"\x00not json at all",
+        "foreign": sign_legacy(make_link({"other_1.0_all.deb": b"x"}), rb.key.signer),
+        "outdated": sign_legacy(make_link({DEB: b"the build before a fix\n"}), rb.key.signer),
+        "other-key": sign_legacy(make_link({DEB: CONTENT}), tmp_keys("ed25519").signer),
+    }[kind]
+    v = verdict_preloaded(policy, {url: body})
+    assert v.accepted and v.vote_count == 1 and v.conflict_count == 0, v.reason
+    assert requests(rb) == 1  # asked again, once
+
+
+def test_a_handed_over_document_that_votes_spares_the_request_and_the_disk(world, monkeypatch) -> None:
+    rb, policy, cache, url = world
+    honest = rb.root.joinpath(METADATA[1:]).read_bytes()
+    read: list[str] = []
+    monkeypatch.setattr(DocumentCache, "get", lambda self, url, now=None: read.append(url))
+    v = verdict_preloaded(policy, {url: honest})
+    assert v.accepted and v.vote_count == 1 and requests(rb) == 0
+    assert read == []  # served from memory, not looked for on disk
+
+
+def test_held_writes_are_handed_over_instead_of_written(world) -> None:
+    rb, policy, cache, url = world
+    with Verifier(policy) as v:
+        v.transport.hold_cache_writes()
+        assert v.verify_many([ART])[0].accepted
+        assert v.transport.flush_cache(5)
+        assert not cache._path(url).exists()
+        assert v.transport.held_cache_writes() == [(url, rb.root.joinpath(METADATA[1:]).read_bytes())]
+        assert v.transport.held_cache_writes() == []  # handed over once
+
+
+def test_writes_beyond_what_may_be_held_go_to_the_cache(world) -> None:
+    rb, policy, cache, url = world
+    with Verifier(policy) as v:
+        v.transport.hold_cache_writes(max_bytes=10)  # the document is larger
+        assert v.verify_many([ART])[0].accepted
+        assert v.transport.flush_cache(5)
+        assert v.transport.held_cache_writes() == []
+    assert cache.get(url) == rb.root.joinpath(METADATA[1:]).read_bytes()
