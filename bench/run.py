@@ -9,7 +9,7 @@ HERE = Path(__file__).resolve().parent
 
 if __name__ == "__main__":
     status = 0
-    for name in ("core_bench.py", "apt_bench.py", "dnf_bench.py", "collect_bench.py"):
+    for name in ("core_bench.py", "apt_bench.py", "dnf_bench.py", "collect_bench.py", "floor_bench.py"):
         if (HERE / name).exists():
             print(f"\n# {name}\n", flush=True)
             status |= subprocess.run([sys.executable, str(HERE / name), *sys.argv[1:]]).returncode
