@@ -130,11 +130,12 @@ class DocumentCache:
         written from a thread of a process whose event loop and checkers
         hold the interpreter cost that process a third of its time (every
         system call of the writer waits for the interpreter's lock again).
-        The child is forked after the verdicts, writes with nothing but
-        system calls (no lock another thread could have held at the fork is
-        ever taken), in a session of its own, with its standard streams on
-        /dev/null and every other descriptor closed, so neither apt nor a
-        terminal waits for it or hears from it.  The method of the same apt
+        The child is forked after the verdicts and writes with
+        :func:`~rebuildgate.atomic.write_atomic` (no lock another thread
+        could hold, bar tempfile's first-use one: see :func:`_write_entry`),
+        in a session of its own, with its standard streams on /dev/null and
+        every other descriptor closed, so neither apt nor a terminal waits
+        for it or hears from it.  The method of the same apt
         run does not wait for it either: it reads the hook's documents from
         the run's hand-over file (:mod:`rebuildgate.apt.aptrun`).
         """
@@ -150,7 +151,7 @@ class DocumentCache:
             return None
         if pid != 0:
             return pid
-        try:  # the child: system calls only, then _exit
+        try:  # the child: write, then _exit
             os.setsid()
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
@@ -272,28 +273,15 @@ def _max_fd() -> int:
 
 
 def _write_entry(path: str, data: bytes) -> None:
-    """:func:`~rebuildgate.atomic.write_atomic` with system calls alone (for a forked child):
-    a temporary named by the process id, never followed if planted, renamed over the entry."""
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    """One entry, as :meth:`DocumentCache.put` writes it, from the detached child; errors are misses later.
+
+    :func:`~rebuildgate.atomic.write_atomic` takes no lock but tempfile's
+    once, on its very first name; if a thread held it at the fork, only this
+    child would wait, and nobody waits for this child."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        write_atomic(path, data, mode=0o644, durable=False)
     except OSError:
-        return
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fchmod(fd, 0o644)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        pass
 
 
 def _read_up_to(fd: int, limit: int) -> bytes:
