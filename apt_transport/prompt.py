@@ -186,15 +186,15 @@ def _hand_on(verifier, report: Report) -> None:  # noqa: ANN001 - Verifier
     by a detached child, which neither apt nor the method waits for."""
     from .aptrun import run_key, save_documents, save_trips, tripped
 
-    fetch, transport = verifier.policy.fetch, verifier.transport
-    if transport.cache is None or not transport.cache.usable(create=True):
-        return  # nowhere to leave anything: the later processes find out for themselves
+    fetch, transport, cache = verifier.policy.fetch, verifier.transport, verifier.transport.cache
+    if cache is not None:
+        cache.usable(create=True)  # the directory both files go to, made if this run wrote nothing yet
     key = run_key()
     save_trips(fetch.cache_dir, key, tripped(verifier))
     held = transport.held_cache_writes()
-    if held:
+    if held and cache is not None:
         save_documents(fetch.cache_dir, key, held)
-        if transport.cache.write_detached(held) is None:
+        if cache.write_detached(held) is None:
             report.debug.append("evidence cache: not written; later apt runs fetch again")
     # Documents beyond what is held back went to the cache as usual.
     if not transport.flush_cache(CACHE_FLUSH):
