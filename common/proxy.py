@@ -31,8 +31,12 @@ in ``apt-pkg/contrib/proxy.cc``), in order:
 5. A host ``$no_proxy`` lists is reached directly, whatever 1-4 said (apt
    checks it last).
 
-dnf has one proxy for everything (``proxy=``), else the environment; the
-policy's ``[fetch] proxy`` wins over all of these (:class:`~rebuildgate.fetch.Transport`).
+dnf has one proxy for everything (``proxy=``), else the environment; as
+libcurl does for dnf's own downloads, a host ``$no_proxy`` lists is reached
+directly all the same (:meth:`ProxyChoice.libcurl`; measured with dnf 4 and
+librepo on Debian 12: repository metadata went around the proxy to such a
+host).  The policy's ``[fetch] proxy`` wins over all of these, ``$no_proxy``
+included (:class:`~rebuildgate.fetch.Transport`).
 Nothing here does I/O except running the auto-detect program.
 """
 
@@ -68,6 +72,7 @@ class ProxyChoice:
 
     fixed: str | None = None
     find: Find | None = None  # apt's configuration; None: not apt
+    fixed_bypass: bool = False  # $no_proxy (in env) applies to the fixed proxy too, as libcurl applies it
     env: tuple[tuple[str, str], ...] = ()  # urllib.request.getproxies(), as pairs
     https_env_fallback: bool = False  # $http_proxy for https URLs when $https_proxy is unset (apt)
     _memo: dict[str, "str | None | FetchError"] = field(default_factory=dict, compare=False, repr=False)
@@ -81,6 +86,12 @@ class ProxyChoice:
     def single(cls, proxy: str) -> "ProxyChoice":
         """*proxy* for every URL."""
         return cls(fixed=proxy)
+
+    @classmethod
+    def libcurl(cls, proxy: str) -> "ProxyChoice":
+        """*proxy* for every URL but those of the hosts ``$no_proxy`` lists: dnf's ``proxy=``,
+        which libcurl (``CURLOPT_PROXY`` without ``CURLOPT_NOPROXY``) bypasses for them."""
+        return cls(fixed=proxy, env=_environment(), fixed_bypass=True)
 
     @classmethod
     def environment(cls) -> "ProxyChoice":
@@ -124,6 +135,8 @@ class ProxyChoice:
         *timeout* bounds that program.
         """
         if self.fixed:
+            if self.fixed_bypass and self._bypassed(urlsplit(url).netloc.rsplit("@", 1)[-1]):
+                return None
             return self.fixed
         key = _key(url)
         with self._lock:

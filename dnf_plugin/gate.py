@@ -31,6 +31,7 @@ from rebuildgate.errors import PackageError
 from rebuildgate.model import Artifact, Problem
 from rebuildgate.pkginfo import file_digests, read_rpm, sourcerpm_name
 from rebuildgate.policy import Policy, load_policy
+from rebuildgate.proxy import ProxyArg, ProxyChoice
 from rebuildgate.repoid import dnf_repo_id
 from rebuildgate.table import NO_HASH, format_blocked
 from rebuildgate.verify import DEFAULT_LOG, Verifier
@@ -191,6 +192,13 @@ def dnf_proxy(conf: Any) -> str | None:
     return urlunsplit(parts)
 
 
+def dnf_proxy_choice(conf: Any) -> ProxyChoice:
+    """The way dnf's own downloads take, for the evidence: ``proxy=`` except for the
+    hosts ``$no_proxy`` lists (libcurl's rule), else the environment."""
+    proxy = dnf_proxy(conf)
+    return ProxyChoice.libcurl(proxy) if proxy else ProxyChoice.environment()
+
+
 @dataclass(frozen=True)
 class Checked:
     """What ``resolved()`` settled for one package, re-used by ``pre_transaction()``.
@@ -217,13 +225,13 @@ class Gate:
     """
 
     policy: Policy
-    proxy: str | None = None
+    proxy: ProxyArg = None
     clock: Callable[[], float] = time.monotonic
     checked: dict[tuple[str, str], Checked] = field(default_factory=dict)
     last_duration: float = 0.0
 
     @classmethod
-    def load(cls, policy_path: str | None, proxy: str | None) -> "Gate":
+    def load(cls, policy_path: str | None, proxy: ProxyArg) -> "Gate":
         """Load the policy (ConfigError on a bad one) and route library warnings to dnf."""
         _forward_library_log()
         return cls(load_policy(policy_path or None), proxy)
@@ -363,7 +371,7 @@ def _forward_library_log() -> None:
         lib.propagate = False
 
 
-def collect_transaction(policy_path: str | None, proxy: str | None, packages: Iterable[Any],
+def collect_transaction(policy_path: str | None, proxy: ProxyArg, packages: Iterable[Any],
                         bundle_dir: str | None) -> Any:
     """Collect mode: write the evidence bundle of *packages* (a Qubes UpdateVM's
     ``dnf --downloadonly``) into *bundle_dir*, else the policy's ``[fetch] bundle``.

@@ -40,7 +40,7 @@ from rebuildgate.installed import (CACHE, INDEX, NOT_IN_ANY_INDEX, RPM, UNKNOWN,
 from rebuildgate.model import Artifact
 from rebuildgate.pkginfo import read_rpm, sourcerpm_name
 
-from .gate import PackageFacts, dnf_proxy, package_facts
+from .gate import PackageFacts, dnf_proxy_choice, package_facts
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def installed_rpms(root: str | None = None, config: str | None = None, dbpath: s
         installed = list(query.installed())
         records = _records(query.available().filter(name=sorted({str(p.name) for p in installed})))
         cache = package_cache(Path(base.conf.cachedir))
-        proxy = dnf_proxy(base.conf)
+        proxy = dnf_proxy_choice(base.conf)
         packages = [locate(package_facts(p), _from_repo(p), records.get(_nevra(p), []), cache) for p in installed]
     finally:
         base.close()

@@ -118,7 +118,7 @@ class Rebuildgate(dnf.Plugin):
                 return
             policy, library_path = self._settings()
             gate_module = _import_library(library_path)
-            report = gate_module.collect_transaction(policy, gate_module.dnf_proxy(self.base.conf), packages,
+            report = gate_module.collect_transaction(policy, gate_module.dnf_proxy_choice(self.base.conf), packages,
                                                      self._option("bundle_dir"))
             log.info("rebuildgate: %s", report.summary())
             if not report.complete:
@@ -195,7 +195,7 @@ class Rebuildgate(dnf.Plugin):
         if self._gate is None:
             policy, library_path = self._settings()
             gate_module = _import_library(library_path)
-            self._gate = gate_module.Gate.load(policy, gate_module.dnf_proxy(self.base.conf))
+            self._gate = gate_module.Gate.load(policy, gate_module.dnf_proxy_choice(self.base.conf))
         return self._gate
 
 

@@ -158,6 +158,18 @@ def test_a_single_proxy_is_used_for_everything(monkeypatch) -> None:
     assert ProxyChoice.of(None).for_url("http://rb.example/x") is None
 
 
+def test_dnfs_proxy_spares_the_hosts_no_proxy_lists_as_libcurl_does(monkeypatch) -> None:
+    monkeypatch.setenv("no_proxy", "rb.internal,.corp.example")
+    choice = ProxyChoice.libcurl(P1)
+    assert choice.for_url("https://rb.internal/x") is None
+    assert choice.for_url("http://rb.internal:8080/x") is None
+    assert choice.for_url("https://a.corp.example/x") is None
+    assert choice.for_url("https://user@rb.internal/x") is None
+    assert choice.for_url("https://rb.example/x") == P1
+    monkeypatch.delenv("no_proxy")
+    assert ProxyChoice.libcurl(P1).for_url("https://rb.internal/x") == P1
+
+
 def test_the_policys_proxy_wins_over_the_package_managers() -> None:
     choice = apt_tree({"Acquire::http::Proxy::rb.example": "DIRECT", "Acquire::http::Proxy": P1})
     t = Transport(FetchSettings(cache_dir=None, proxy=P4), choice)

@@ -325,6 +325,23 @@ def test_evidence_is_fetched_through_dnfs_proxy(world: World, sandbox_dir: Path,
     assert sandbox.installed() == {"hello-1.0-1.noarch"}
 
 
+def test_a_rebuilder_no_proxy_lists_is_asked_directly_as_dnf_reaches_it(world: World, sandbox_dir: Path,
+                                                                         forward_proxy) -> None:
+    """libcurl sends dnf's own downloads to a host $no_proxy lists around dnf's
+    proxy= (measured: the repository on 127.0.0.1 was fetched directly); the
+    evidence goes the same way, not through a proxy that may not reach it."""
+    sandbox = world.sandbox(sandbox_dir)
+    world.policy(sandbox.policy, threshold=1)
+    rb1 = world.rebuilders[0]
+    assert rb1.server is not None
+    before = len(rb1.server.requests)
+    result = sandbox.run("install", "hello", setopts=[f"proxy={forward_proxy.url}"], env={"no_proxy": "127.0.0.1"})
+    assert result.returncode == 0, result
+    assert "/sources/hello/1.0-1/metadata" in rb1.server.requests[before:]
+    assert forward_proxy.requests() == []  # neither dnf nor the evidence went through it
+    assert sandbox.installed() == {"hello-1.0-1.noarch"}
+
+
 def test_without_dnfs_proxy_the_hidden_rebuilder_is_unreachable_and_blocks(world: World, sandbox_dir: Path,
                                                                           forward_proxy) -> None:
     rb1, before, sandbox = _behind_the_proxy(world, sandbox_dir, forward_proxy)
