@@ -50,12 +50,16 @@ class RawServer:
     ``Connection: close`` and close it (requests read beyond are dropped);
     ``drop_after``: close it abruptly after that many, saying nothing;
     ``slow``: seconds to wait before answering a path (``delay`` for the others);
-    ``busy``: the requests it is working on (shared, to count several servers together).
+    ``busy``: the requests it is working on (shared, to count several servers together);
+    ``hold_first``: seconds to wait, before the first answer on a connection, for a
+    second request on it (so that a client that pipelines is seen doing so whatever
+    the machine's load).
     """
 
     def __init__(self, close_after: int = 0, drop_after: int = 0, slow: dict[str, float] | None = None,
-                 delay: float = 0.0, busy: Tally | None = None) -> None:
+                 delay: float = 0.0, busy: Tally | None = None, hold_first: float = 0.0) -> None:
         self.close_after, self.drop_after, self.slow, self.delay = close_after, drop_after, slow or {}, delay
+        self.hold_first = hold_first
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(512)
@@ -88,6 +92,13 @@ class RawServer:
                     buf += data
                 head, buf = buf.split(b"\r\n\r\n", 1)
                 path = head.split(b" ")[1].decode()
+                if self.hold_first and not count and not buf:
+                    conn.settimeout(self.hold_first)
+                    try:
+                        buf += conn.recv(65536)
+                    except TimeoutError:
+                        pass
+                    conn.settimeout(None)
                 with self.lock:
                     self.pipelined += bool(buf)
                 with self.busy:
@@ -126,7 +137,7 @@ def get_all(t: Transport, urls: list[str], deadline: float = 5.0) -> list[bytes 
 
 
 def test_pipelined_requests_each_get_their_own_answer_on_few_connections() -> None:
-    server = RawServer()
+    server = RawServer(hold_first=2.0)
     t = Transport(SETTINGS)
     try:
         urls = [f"{server.url}/doc{i}" for i in range(200)]
