@@ -270,7 +270,7 @@ def test_a_bug_in_the_library_blocks(world: World, sandbox_dir: Path, tmp_path: 
         "class Blocked(Exception): pass\n"
         "class LibraryError(Exception): pass\n"
         "def check_environment(): pass\n"
-        "def dnf_proxy(conf): return None\n"
+        "def dnf_proxy_choice(conf): return None\n"
         "class Gate:\n"
         "    @classmethod\n"
         "    def load(cls, policy, proxy): return cls()\n"
