@@ -58,8 +58,9 @@ WIDTH = 80
 MARGIN = 10.0
 #: The verifier's own grace after a rebuilder's deadline (PendingVerdict.GRACE).
 GRACE = 2.0
-#: Seconds to wait for the evidence cache to be written before exiting: the
-#: method (as _apt) reads what the hook (root) fetched instead of asking again.
+#: Seconds to wait before exiting for the cache writes of documents beyond what
+#: the hook holds back (those it holds go to the method in one file, and to the
+#: cache by a detached child).
 CACHE_FLUSH = 2.0
 FOOTER = "Nothing was downloaded."
 
