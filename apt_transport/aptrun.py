@@ -122,7 +122,7 @@ def _read_roots(cache_dir: Path | None, key: str | None, suffix: str, limit: int
     at most *limit* bytes; else None."""
     if cache_dir is None or key is None:
         return None
-    from rebuildgate.cache import directory_problem
+    from rebuildgate.cache import directory_problem, read_up_to
 
     try:
         if directory_problem(os.stat(cache_dir)) is not None:
@@ -134,15 +134,11 @@ def _read_roots(cache_dir: Path | None, key: str | None, suffix: str, limit: int
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_size > limit:
             return None
-        chunks, size = [], 0
-        while size <= limit and (chunk := os.read(fd, min(limit + 1 - size, 1 << 20))):
-            chunks.append(chunk)
-            size += len(chunk)
+        data = read_up_to(fd, limit + 1)
     except OSError:
         return None
     finally:
         os.close(fd)
-    data = b"".join(chunks)
     return data if len(data) <= limit else None
 
 

@@ -64,7 +64,7 @@ class DocumentCache:
 
     def get(self, url: str, now: float | None = None) -> bytes | None:
         """The cached body for *url*, or None.  Blocking: never call it on an event loop."""
-        if self.ttl <= 0 or not self._usable(create=False):
+        if self.ttl <= 0 or not self.usable(create=False):
             return None
         header = url.encode("utf-8") + b"\n"
         try:
@@ -77,7 +77,7 @@ class DocumentCache:
             if (not stat.S_ISREG(st.st_mode) or st.st_size > len(header) + self.max_bytes
                     or not 0 <= age <= self.ttl):  # written "in the future" by a wrong clock: a miss
                 return None
-            data = _read_up_to(fd, len(header) + self.max_bytes + 1)
+            data = read_up_to(fd, len(header) + self.max_bytes + 1)
         except OSError:
             return None
         finally:
@@ -105,17 +105,12 @@ class DocumentCache:
     def put(self, url: str, body: bytes) -> None:
         """Store *body* for *url* (atomically), or do nothing.  Blocking, like :meth:`get`."""
         entry = self._entry(url, body)
-        if entry is None or not self._usable(create=True):
+        if entry is None or not self.usable(create=True):
             return
-        try:
-            if not self._swept:
-                self._swept = True
-                self._sweep()
-            # Not flushed to disk: an entry lost in a crash is a miss, a torn
-            # one is re-verified and refetched like any bad entry.
-            write_atomic(entry[0], entry[1], mode=0o644, durable=False)
-        except OSError:
-            return  # not writable (e.g. after dropping privileges): just no cache
+        if not self._swept:
+            self._swept = True
+            self._sweep()
+        _write_entry(*entry)
 
     def _entry(self, url: str, body: bytes) -> tuple[Path, bytes] | None:
         """Where *url*'s entry goes and what it holds (the URL, then the body), or None if it is not kept."""
@@ -140,9 +135,8 @@ class DocumentCache:
         the run's hand-over file (:mod:`rebuildgate.apt.aptrun`).
         """
         entries = [e for url, body in items if (e := self._entry(url, body)) is not None]
-        if not entries or not self._usable(create=True):
+        if not entries or not self.usable(create=True):
             return None
-        plan = [(str(path), data) for path, data in entries]
         sweep = not self._swept
         self._swept = True
         try:
@@ -159,7 +153,7 @@ class DocumentCache:
             os.closerange(3, _max_fd())
             if sweep:
                 self._sweep()
-            for path, data in plan:
+            for path, data in entries:
                 _write_entry(path, data)
         finally:
             os._exit(0)
@@ -171,7 +165,7 @@ class DocumentCache:
         growing for ever.  Blocking; best effort (only the owner of the
         directory can delete, so a run after dropping privileges removes nothing).
         """
-        if not self._usable(create=False):
+        if not self.usable(create=False):
             return 0
         now = now or time.time()
         return remove_files(self.directory, lambda name: len(name) == 64 and not name.startswith("."),
@@ -188,10 +182,6 @@ class DocumentCache:
     def usable(self, create: bool = False) -> bool:
         """Whether the directory may be used (*create*: made if missing); checked once,
         warned about once per process."""
-        return self._usable(create)
-
-    def _usable(self, create: bool) -> bool:
-        """Whether the directory may be used: checked once, warned about once per process."""
         if self._trusted is not None:
             return self._trusted
         try:
@@ -272,19 +262,22 @@ def _max_fd() -> int:
         return 4096
 
 
-def _write_entry(path: str, data: bytes) -> None:
-    """One entry, as :meth:`DocumentCache.put` writes it, from the detached child; errors are misses later.
+def _write_entry(path: Path, data: bytes) -> None:
+    """One entry, for :meth:`DocumentCache.put` and the detached child; an error is a miss later.
 
+    Not flushed to disk: an entry lost in a crash is a miss, a torn one is
+    re-verified and refetched like any bad entry.  In the forked child,
     :func:`~rebuildgate.atomic.write_atomic` takes no lock but tempfile's
-    once, on its very first name; if a thread held it at the fork, only this
-    child would wait, and nobody waits for this child."""
+    once, on its very first name; if a thread held it at the fork, only
+    that child would wait, and nobody waits for it."""
     try:
         write_atomic(path, data, mode=0o644, durable=False)
     except OSError:
-        pass
+        pass  # not writable (e.g. after dropping privileges): just no cache
 
 
-def _read_up_to(fd: int, limit: int) -> bytes:
+def read_up_to(fd: int, limit: int) -> bytes:
+    """At most *limit* bytes from *fd*, read until its end or the limit."""
     chunks, size = [], 0
     while size < limit:
         chunk = os.read(fd, min(limit - size, 1 << 20))

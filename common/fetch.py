@@ -405,8 +405,7 @@ class Transport:
         gives no vote is fetched afresh.  Call before the first lookup.
         """
         if self.cache is not None:
-            self._preloaded = {url: body for url, body in documents.items()
-                               if isinstance(url, str) and len(body) <= self.settings.max_bytes}
+            self._preloaded = {url: body for url, body in documents.items() if len(body) <= self.settings.max_bytes}
 
     # -- on the loop ----------------------------------------------------------
 
@@ -767,7 +766,7 @@ class EvidenceSource:
         bodies = await self.transport.cached_bodies(urls, deadline)
         if not bodies or any(body is None for body in bodies):
             return None
-        return [Document(url, body, True) for url, body in zip(urls, bodies) if body is not None]
+        return [Document(url, body, True) for url, body in zip(urls, bodies)]
 
     async def fetch_documents(self, artifact: Artifact, deadline: float, fresh: bool = False) -> list[Document]:
         """The rebuilder's documents for *artifact*; ``fresh`` asks again past the cache."""
