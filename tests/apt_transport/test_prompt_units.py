@@ -182,3 +182,29 @@ def test_a_message_may_arrive_in_pieces_and_blank_lines_may_hold_spaces() -> Non
         feeder.join()
         channel.close()
         apt_end.close()
+
+
+def test_a_long_notification_in_many_pieces_is_read_whole() -> None:
+    """A large upgrade's notification arrives in many reads; the message read is the one sent."""
+    package = json.loads(notification())["params"]["packages"][0]
+    big = notification(packages=[{**package, "name": f"pkg{i}"} for i in range(2000)])
+    apt_end, hook_end = socket.socketpair()
+    channel = jsonhook.Channel(hook_end.detach())
+
+    def feed() -> None:
+        for at in range(0, len(big), 997):
+            apt_end.sendall(big[at:at + 997])
+        apt_end.sendall(BYE)
+        apt_end.shutdown(socket.SHUT_WR)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        note = channel.read()
+        assert note == jsonhook.parse(big) and len(note.params["packages"]) == 2000
+        assert channel.read().method == jsonhook.BYE
+        assert channel.read() is None
+    finally:
+        feeder.join()
+        channel.close()
+        apt_end.close()
